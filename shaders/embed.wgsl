@@ -1,0 +1,43 @@
+// Embedding lookup: x[t] = dequant(token_embd[tokens[pos + t]]), one workgroup per token.
+// The token ids come from the device-resident token ring, so decode needs no CPU write.
+//   tokens: [CAP] u32 (position p at index p); w: [V, K] in the format's storage; x: [T, K] f32.
+// An id >= V (impossible for sampled ids; prompts are checked on the CPU) yields a zero row.
+
+#include "common.wgsl"
+
+override K: u32;
+override V: u32;
+override WG: u32 = 64u;
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> state: State;
+@group(0) @binding(2) var<storage, read> tokens: array<u32>;
+@group(0) @binding(3) var<storage, read> w: array<u32>;
+@group(0) @binding(4) var<storage, read_write> x: array<f32>;
+
+fn x_load4(i: u32) -> vec4<f32> {
+    return vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]);
+}
+
+#include "formats/{FMT}.wgsl"
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let t = wid.x;
+    if (t >= params.n_tokens) {
+        return;
+    }
+    let id = tokens[state.pos + t];
+    let base = w_row_base(min(id, V - 1u));
+    let valid = id < V;
+    for (var k = lid * 4u; k < K; k += WG * 4u) {
+        var v = vec4<f32>(0.0);
+        if (valid) {
+            v = w_load4(base, k);
+        }
+        x[t * K + k] = v.x;
+        x[t * K + k + 1u] = v.y;
+        x[t * K + k + 2u] = v.z;
+        x[t * K + k + 3u] = v.w;
+    }
+}

@@ -1,0 +1,146 @@
+//! The device: adapter choice, limits, pipelines, buffers and readback. The rest of the crate
+//! records dispatches against a [`Gpu`]; nothing here knows about LFM2.
+
+pub mod buffers;
+pub mod pipelines;
+pub mod shader;
+
+use crate::error::{Error, Result};
+
+pub use buffers::{DeviceBytes, ReadbackSlot};
+pub use pipelines::{Dispatch, KernelSpec, PipelineCache};
+
+/// What the caller needs from the device, so we request exactly that from the adapter.
+#[derive(Clone, Debug)]
+pub struct DeviceNeeds {
+    /// Largest single storage binding the model needs, in bytes.
+    pub max_binding: u64,
+    /// Largest single buffer, in bytes.
+    pub max_buffer: u64,
+    /// Storage buffers bound in one kernel (the most any kernel uses).
+    pub storage_buffers_per_stage: u32,
+}
+
+impl Default for DeviceNeeds {
+    fn default() -> Self {
+        DeviceNeeds {
+            max_binding: 128 << 20,
+            max_buffer: 256 << 20,
+            storage_buffers_per_stage: 8,
+        }
+    }
+}
+
+/// How to pick an adapter.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// Backends to try; `None` = `WGPU_BACKEND` from the environment, else all native ones.
+    pub backends: Option<wgpu::Backends>,
+    /// Substring of the adapter name to prefer (e.g. "llvmpipe"); `None` = high performance.
+    pub adapter_name: Option<String>,
+}
+
+/// A device and its queue, with the adapter facts the engine and `lfm devices` report.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub features: wgpu::Features,
+    pub limits: wgpu::Limits,
+    pub pipelines: PipelineCache,
+    pub bytes: DeviceBytes,
+}
+
+fn instance(opts: &GpuOptions) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = opts
+        .backends
+        .unwrap_or_else(|| wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()));
+    wgpu::Instance::new(desc)
+}
+
+/// Every adapter this machine offers (for `lfm devices`).
+pub async fn list_adapters(opts: &GpuOptions) -> Vec<wgpu::Adapter> {
+    instance(opts).enumerate_adapters(wgpu::Backends::all()).await
+}
+
+impl Gpu {
+    /// Opens a device with the limits in `needs` (failing clearly when the adapter has less).
+    pub async fn new(opts: &GpuOptions, needs: &DeviceNeeds) -> Result<Gpu> {
+        let inst = instance(opts);
+        let adapter = match &opts.adapter_name {
+            Some(name) => {
+                let all = inst.enumerate_adapters(wgpu::Backends::all()).await;
+                let wanted = name.to_lowercase();
+                all.into_iter()
+                    .find(|a| a.get_info().name.to_lowercase().contains(&wanted))
+                    .ok_or_else(|| Error::Gpu(format!("no adapter whose name contains `{name}`")))?
+            }
+            None => inst
+                .request_adapter(&wgpu::RequestAdapterOptions {
+                    power_preference: wgpu::PowerPreference::HighPerformance,
+                    force_fallback_adapter: false,
+                    compatible_surface: None,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| Error::Gpu(format!("no GPU adapter found ({e}); install a Vulkan driver (e.g. Mesa lavapipe) or set WGPU_BACKEND")))?,
+        };
+        let info = adapter.get_info();
+        let have = adapter.limits();
+        // Core WebGPU defaults, raised only where the model needs more.
+        let mut limits = wgpu::Limits::default();
+        let check = |what: &str, need: u64, has: u64| -> Result<()> {
+            if need > has {
+                Err(Error::Gpu(format!(
+                    "adapter `{}` allows {what} of {has} bytes, the model needs {need}",
+                    info.name
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        check("storage bindings", needs.max_binding, have.max_storage_buffer_binding_size)?;
+        check("buffers", needs.max_buffer, have.max_buffer_size)?;
+        if needs.storage_buffers_per_stage > have.max_storage_buffers_per_shader_stage {
+            return Err(Error::Gpu(format!(
+                "adapter `{}` allows {} storage buffers per stage, kernels need {}",
+                info.name, have.max_storage_buffers_per_shader_stage, needs.storage_buffers_per_stage
+            )));
+        }
+        limits.max_storage_buffer_binding_size =
+            limits.max_storage_buffer_binding_size.max(needs.max_binding);
+        limits.max_buffer_size = limits.max_buffer_size.max(needs.max_buffer);
+        limits.max_storage_buffers_per_shader_stage = limits
+            .max_storage_buffers_per_shader_stage
+            .max(needs.storage_buffers_per_stage);
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("lfm"),
+                required_features: wgpu::Features::empty(),
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::Gpu(format!("request_device on `{}`: {e}", info.name)))?;
+        Ok(Gpu {
+            device,
+            queue,
+            features: adapter.features(),
+            info,
+            limits,
+            pipelines: PipelineCache::default(),
+            bytes: DeviceBytes::default(),
+        })
+    }
+
+    /// One line describing the adapter: name, backend, device type.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:?}, {:?})",
+            self.info.name, self.info.backend, self.info.device_type
+        )
+    }
+}

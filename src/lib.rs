@@ -1,0 +1,24 @@
+//! lfm-webgpu: LFM2 inference whose every hot op is a WGSL compute shader, driven through wgpu.
+//!
+//! Data flow (see ARCHITECTURE.md): `format` (parse the file's index, mmap) -> `model`
+//! (upload weights, record the forward pass) -> `session` (device-resident conv state, KV ring,
+//! token ring) -> `sampling` on the GPU -> `tokenizer` (detokenize, stop conditions).
+//! `reference` is a plain-Rust f32 forward pass used as the test oracle, never as a fallback.
+
+pub mod chat;
+pub mod config;
+pub mod error;
+pub mod format;
+pub mod gpu;
+pub mod model;
+pub mod npy;
+pub mod ops;
+pub mod platform;
+pub mod reference;
+pub mod sampling;
+pub mod session;
+pub mod tokenizer;
+
+pub use config::{LayerKind, Lfm2Config};
+pub use error::{Error, Result};
+pub use format::{ModelFile, QuantFormat, SourceKind, TensorEntry};

@@ -1,0 +1,85 @@
+//! Kernel variants: one module per kernel family (`shaders/<name>.wgsl`), each turning typed
+//! parameters into a [`KernelSpec`] and sizing its grid. CPU oracles live in
+//! `crate::reference::ops` and the tests compare against them.
+
+pub mod attention;
+pub mod conv;
+pub mod embed;
+pub mod linear;
+pub mod norm;
+pub mod sample;
+
+use crate::format::QuantFormat;
+use crate::gpu::KernelSpec;
+use crate::error::{Error, Result};
+
+/// Mirror of `Params` in shaders/common.wgsl (uniform, written by the CPU before a submit).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Params {
+    pub n_tokens: u32,
+    pub _pad: [u32; 3],
+}
+
+/// Mirror of `State` in shaders/common.wgsl (storage, advanced by the GPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct State {
+    pub pos: u32,
+    pub n_sampled: u32,
+    pub _pad: [u32; 2],
+}
+
+/// The block-decoder include for a weight format, or an error when this build has none.
+pub fn format_var(f: QuantFormat) -> Result<&'static str> {
+    match f {
+        QuantFormat::F32 => Ok("f32"),
+        QuantFormat::F16 => Ok("f16"),
+        QuantFormat::BF16 => Ok("bf16"),
+        other => Err(Error::unsupported(
+            "weight format on the GPU",
+            format!("{other} kernels are not in this build yet"),
+        )),
+    }
+}
+
+/// Formats the GPU kernels decode.
+pub const GPU_FORMATS: &[QuantFormat] = &[QuantFormat::F32, QuantFormat::F16, QuantFormat::BF16];
+
+/// Every kernel variant the engine can build, at representative sizes, for validation with naga
+/// alone (tests/shaders.rs) — each `#if` branch and each format decoder appears at least once.
+pub fn all_variants() -> Vec<KernelSpec> {
+    let mut v = Vec::new();
+    for &f in GPU_FORMATS {
+        for e in linear::Epilogue::ALL {
+            if let Ok(s) = linear::gemv_spec(f, e, 64, 48, 0) {
+                v.push(s);
+            }
+            if e != linear::Epilogue::ShortConv
+                && let Ok(s) = linear::gemm_spec(f, e, 64, 48, 48, 0)
+            {
+                v.push(s);
+            }
+        }
+        if let Ok(s) = embed::embed_spec(f, 64, 100) {
+            v.push(s);
+        }
+    }
+    v.push(norm::rms_norm_spec(64, 1e-5, false));
+    v.push(norm::rms_norm_spec(64, 1e-5, true));
+    v.push(conv::short_conv_spec(64, 3));
+    let a = attention::AttnShape {
+        n_heads: 4,
+        n_kv_heads: 2,
+        head_dim: 16,
+        eps: 1e-5,
+        capacity: 128,
+    };
+    v.push(attention::prep_spec(&a));
+    v.push(attention::prefill_spec(&a));
+    v.push(attention::decode_spec(&a));
+    v.push(attention::reduce_spec(&a));
+    v.push(sample::sample_spec(100));
+    v.push(sample::advance_spec());
+    v
+}

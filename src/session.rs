@@ -1,0 +1,273 @@
+//! A generation session: device-resident conv states, KV ring, token ring and scratch, and the
+//! scheduler that records the forward pass (prefill in chunks, decode one submit per token),
+//! samples on the GPU and reads back only token ids.
+//!
+//! Positions: `state.pos` on the GPU (mirrored in `Session::pos`) counts the tokens whose K/V and
+//! conv inputs are already in the session. The token at `pos` in the token ring is the pending
+//! one: the next decode step embeds it, writes its K/V at slot `pos`, samples the token for
+//! `pos + 1` and moves `pos` on.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::LayerKind;
+use crate::error::{Error, Result};
+use crate::gpu::{Dispatch, ReadbackSlot};
+use crate::model::{GpuMatrix, GpuModel, Mixer};
+use crate::ops::attention::{self, AttnShape};
+use crate::ops::linear::{self, Epilogue};
+use crate::ops::sample::{self, SampleParams};
+use crate::ops::{conv, embed, norm, Params, State};
+use crate::sampling::SamplerConfig;
+
+/// How a session is sized.
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    /// KV ring capacity in tokens (the context).
+    pub ctx: usize,
+    /// Prefill chunk length.
+    pub chunk: usize,
+    /// Keep a `[chunk, vocab]` logits buffer so `eval` can return every position's logits.
+    pub logits_all: bool,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            ctx: 4096,
+            chunk: 128,
+            logits_all: false,
+        }
+    }
+}
+
+/// Why generation stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// An end-of-generation token was sampled.
+    Eos,
+    /// The requested number of tokens was generated.
+    Length,
+    /// The KV ring is full.
+    ContextFull,
+    /// The caller asked to stop.
+    Cancelled,
+}
+
+impl StopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::Eos => "eos",
+            StopReason::Length => "length",
+            StopReason::ContextFull => "context_full",
+            StopReason::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// What one `generate` call did.
+#[derive(Clone, Debug)]
+pub struct GenerateStats {
+    pub prompt_tokens: usize,
+    pub generated: Vec<u32>,
+    pub stop: StopReason,
+    pub prefill_seconds: f64,
+    pub decode_seconds: f64,
+    pub submits: usize,
+}
+
+impl GenerateStats {
+    pub fn prefill_tok_s(&self) -> f64 {
+        rate(self.prompt_tokens, self.prefill_seconds)
+    }
+    /// Decode rate over the tokens after the first (the first comes out of prefill).
+    pub fn decode_tok_s(&self) -> f64 {
+        rate(self.generated.len().saturating_sub(1), self.decode_seconds)
+    }
+}
+
+fn rate(n: usize, s: f64) -> f64 {
+    if s > 0.0 { n as f64 / s } else { 0.0 }
+}
+
+/// What a batch ends with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Tail {
+    /// Final norm + head on the last row, then sample the next token.
+    Sample,
+    /// Nothing: just move `pos` on (a prefill chunk that is not the last).
+    Advance,
+    /// Final norm + head on every row into `[T, vocab]` logits, then move `pos` on.
+    LogitsAll,
+}
+
+struct Scratch {
+    params: wgpu::Buffer,
+    sample_params: wgpu::Buffer,
+    state: wgpu::Buffer,
+    tokens: wgpu::Buffer,
+    /// Residual stream `[chunk, H]`.
+    x: wgpu::Buffer,
+    /// Normed activations `[chunk, H]`.
+    xn: wgpu::Buffer,
+    /// Wide activations `[chunk, max(3H, q + 2kv, ff)]`.
+    wide: wgpu::Buffer,
+    /// Mixer output `[chunk, max(H, q)]`.
+    mix: wgpu::Buffer,
+    /// Roped queries `[chunk, q]`.
+    q: wgpu::Buffer,
+    /// Last row after the final norm `[H]`.
+    last: wgpu::Buffer,
+    /// `[vocab]`, or `[chunk, vocab]` with `logits_all`.
+    logits: wgpu::Buffer,
+    part_o: wgpu::Buffer,
+    part_ml: wgpu::Buffer,
+    /// Per layer: conv state `[L-1, H]` or (K, V) rings `[ctx, kv]`.
+    layer_state: Vec<(wgpu::Buffer, Option<wgpu::Buffer>)>,
+}
+
+/// A session over a [`GpuModel`].
+pub struct Session {
+    model: Arc<GpuModel>,
+    opts: SessionOptions,
+    attn: AttnShape,
+    s: Scratch,
+    plans: HashMap<(usize, Tail), Vec<Dispatch>>,
+    slots: [ReadbackSlot; 2],
+    /// Mirror of `state.pos`.
+    pos: usize,
+    /// Tokens at positions `0..=pos` as written to the token ring (the last one pending).
+    history: Vec<u32>,
+    sampler: SamplerConfig,
+    submits: usize,
+}
+
+impl Session {
+    pub fn new(model: Arc<GpuModel>, opts: SessionOptions) -> Result<Session> {
+        let c = &model.config;
+        if opts.ctx == 0 || opts.chunk == 0 {
+            return Err(Error::InvalidArgument("context and chunk must be > 0".into()));
+        }
+        let attn = AttnShape {
+            n_heads: c.num_heads,
+            n_kv_heads: c.num_kv_heads,
+            head_dim: c.head_dim,
+            eps: c.norm_eps,
+            capacity: opts.ctx,
+        };
+        attn.check()?;
+        let gpu = &model.gpu;
+        let f = 4u64;
+        let ch = opts.chunk as u64;
+        let h = c.hidden_size as u64;
+        let qd = c.q_dim() as u64;
+        let kvd = c.kv_dim() as u64;
+        let wide = (3 * h).max(qd + 2 * kvd).max(c.ff_size as u64);
+        let v = c.vocab_size as u64;
+        let mut layer_state = Vec::new();
+        for (i, kind) in c.layers.iter().enumerate() {
+            layer_state.push(match kind {
+                LayerKind::Conv => (
+                    gpu.storage(&format!("conv_state.{i}"), (c.conv_kernel as u64 - 1) * h * f),
+                    None,
+                ),
+                LayerKind::Attention => (
+                    gpu.storage(&format!("k_ring.{i}"), opts.ctx as u64 * kvd * f),
+                    Some(gpu.storage(&format!("v_ring.{i}"), opts.ctx as u64 * kvd * f)),
+                ),
+            });
+        }
+        let s = Scratch {
+            params: gpu.uniform("params", 16),
+            sample_params: gpu.uniform("sample_params", 32),
+            state: gpu.storage("state", 16),
+            tokens: gpu.storage("tokens", (opts.ctx as u64 + 1) * 4),
+            x: gpu.storage("x", ch * h * f),
+            xn: gpu.storage("xn", ch * h * f),
+            wide: gpu.storage("wide", ch * wide * f),
+            mix: gpu.storage("mix", ch * h.max(qd) * f),
+            q: gpu.storage("q", ch * qd * f),
+            last: gpu.storage("last", h * f),
+            logits: gpu.storage("logits", if opts.logits_all { ch * v * f } else { v * f }),
+            part_o: gpu.storage("part_o", (attn.n_splits() as u64) * qd * f),
+            part_ml: gpu.storage(
+                "part_ml",
+                (attn.n_splits() * c.num_heads * 2) as u64 * f,
+            ),
+            layer_state,
+        };
+        let slots = [
+            ReadbackSlot::new(gpu, "token_readback_a", 4),
+            ReadbackSlot::new(gpu, "token_readback_b", 4),
+        ];
+        let mut session = Session {
+            model,
+            opts,
+            attn,
+            s,
+            plans: HashMap::new(),
+            slots,
+            pos: 0,
+            history: Vec::new(),
+            sampler: SamplerConfig::default(),
+            submits: 0,
+        };
+        session.set_sampler(SamplerConfig::default())?;
+        // Build the decode plan now so pipeline errors surface at creation.
+        session.plan(1, Tail::Sample)?;
+        Ok(session)
+    }
+
+    pub fn model(&self) -> &GpuModel {
+        &self.model
+    }
+    pub fn options(&self) -> &SessionOptions {
+        &self.opts
+    }
+    /// Tokens already processed (in the KV ring and conv states).
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+    /// Bytes this engine has allocated on the device (weights + session buffers).
+    pub fn device_bytes(&self) -> u64 {
+        self.model.gpu.bytes.get()
+    }
+    /// Submits issued so far.
+    pub fn submits(&self) -> usize {
+        self.submits
+    }
+    /// Dispatches recorded per decode step.
+    pub fn dispatches_per_token(&self) -> usize {
+        self.plans.get(&(1, Tail::Sample)).map_or(0, Vec::len)
+    }
+
+    pub fn set_sampler(&mut self, cfg: SamplerConfig) -> Result<()> {
+        cfg.validate()?;
+        let p = SampleParams::from(&cfg);
+        self.model
+            .gpu
+            .queue
+            .write_buffer(&self.s.sample_params, 0, bytemuck::bytes_of(&p));
+        self.sampler = cfg;
+        Ok(())
+    }
+
+    /// Forgets everything: position 0, zero conv states (the KV ring needs no clearing).
+    pub fn reset(&mut self) {
+        let gpu = &self.model.gpu;
+        gpu.queue
+            .write_buffer(&self.s.state, 0, bytemuck::bytes_of(&State::default()));
+        for (buf, v) in &self.s.layer_state {
+            if v.is_none() {
+                let zeros = vec![0u8; buf.size() as usize];
+                gpu.queue.write_buffer(buf, 0, &zeros);
+            }
+        }
+        self.pos = 0;
+        self.history.clear();
+    }
+}
+
+// Plan building and the scheduler are in session_run.rs to keep files small.
+#[path = "session_run.rs"]
+mod run;

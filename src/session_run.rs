@@ -1,0 +1,346 @@
+//! The scheduler: plans (recorded dispatch lists), prefill, decode, generate and eval.
+
+use std::collections::VecDeque;
+
+use super::*;
+use crate::platform::Instant;
+
+impl Session {
+    /// The dispatch list for a batch of `t` tokens ending with `tail`, built once and cached.
+    pub(super) fn plan(&mut self, t: usize, tail: Tail) -> Result<&Vec<Dispatch>> {
+        if !self.plans.contains_key(&(t, tail)) {
+            let p = self.build_plan(t, tail)?;
+            self.plans.insert((t, tail), p);
+        }
+        Ok(&self.plans[&(t, tail)])
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn linear(
+        &self,
+        m: &GpuMatrix,
+        e: Epilogue,
+        t: usize,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        y_stride: usize,
+        y_off: usize,
+        extra: &[&wgpu::Buffer],
+    ) -> Result<Dispatch> {
+        let gpu = &self.model.gpu;
+        let n = m.rows / e.rows_per_output();
+        if t == 1 {
+            let spec = linear::gemv_spec(m.format, e, m.cols, n, y_off)?;
+            let mut b = vec![&m.buf, x, y];
+            b.extend_from_slice(extra);
+            gpu.dispatch(&spec, &b, linear::gemv_groups(n))
+        } else {
+            let spec = linear::gemm_spec(m.format, e, m.cols, n, y_stride, y_off)?;
+            gpu.dispatch(&spec, &[&self.s.params, &m.buf, x, y], linear::gemm_groups(n, t))
+        }
+    }
+
+    fn build_plan(&self, t: usize, tail: Tail) -> Result<Vec<Dispatch>> {
+        let m = &*self.model;
+        let gpu = &m.gpu;
+        let c = &m.config;
+        let s = &self.s;
+        let a = &self.attn;
+        let (h, qd, kvd, ff) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.ff_size);
+        let qkv_w = qd + 2 * kvd;
+        let mut d = Vec::new();
+        let rms = |x: &wgpu::Buffer, w: &wgpu::Buffer, y: &wgpu::Buffer, last: bool| {
+            gpu.dispatch(
+                &norm::rms_norm_spec(h, c.norm_eps, last),
+                &[&s.params, x, w, y],
+                norm::rms_norm_groups(t, last),
+            )
+        };
+        d.push(gpu.dispatch(
+            &embed::embed_spec(m.embed.format, h, c.vocab_size)?,
+            &[&s.params, &s.state, &s.tokens, &m.embed.buf, &s.x],
+            embed::embed_groups(t),
+        )?);
+        for (layer, (st, st2)) in m.layers.iter().zip(&s.layer_state) {
+            d.push(rms(&s.x, &layer.attn_norm, &s.xn, false)?);
+            match &layer.mixer {
+                Mixer::Conv {
+                    conv_w,
+                    in_proj,
+                    out_proj,
+                } => {
+                    if t == 1 {
+                        d.push(self.linear(in_proj, Epilogue::ShortConv, 1, &s.xn, &s.mix, h, 0, &[conv_w, st])?);
+                    } else {
+                        d.push(self.linear(in_proj, Epilogue::Plain, t, &s.xn, &s.wide, 3 * h, 0, &[])?);
+                        d.push(gpu.dispatch(
+                            &conv::short_conv_spec(h, c.conv_kernel),
+                            &[&s.params, &s.wide, conv_w, st, &s.mix],
+                            conv::short_conv_groups(h),
+                        )?);
+                    }
+                    d.push(self.linear(out_proj, Epilogue::Residual, t, &s.mix, &s.x, h, 0, &[])?);
+                }
+                Mixer::Attention {
+                    q,
+                    k,
+                    v,
+                    o,
+                    q_norm,
+                    k_norm,
+                } => {
+                    let vc = st2.as_ref().ok_or_else(|| Error::Gpu("attention layer without V ring".into()))?;
+                    d.push(self.linear(q, Epilogue::Plain, t, &s.xn, &s.wide, qkv_w, 0, &[])?);
+                    d.push(self.linear(k, Epilogue::Plain, t, &s.xn, &s.wide, qkv_w, qd, &[])?);
+                    d.push(self.linear(v, Epilogue::Plain, t, &s.xn, &s.wide, qkv_w, qd + kvd, &[])?);
+                    d.push(gpu.dispatch(
+                        &attention::prep_spec(a),
+                        &[&s.params, &s.state, &s.wide, q_norm, k_norm, &m.inv_freq, &s.q, st, vc],
+                        attention::prep_groups(a, t),
+                    )?);
+                    if t == 1 {
+                        d.push(gpu.dispatch(
+                            &attention::decode_spec(a),
+                            &[&s.state, &s.q, st, vc, &s.part_o, &s.part_ml],
+                            attention::decode_groups(a),
+                        )?);
+                        d.push(gpu.dispatch(
+                            &attention::reduce_spec(a),
+                            &[&s.state, &s.part_o, &s.part_ml, &s.mix],
+                            attention::reduce_groups(a),
+                        )?);
+                    } else {
+                        d.push(gpu.dispatch(
+                            &attention::prefill_spec(a),
+                            &[&s.params, &s.state, &s.q, st, vc, &s.mix],
+                            attention::prefill_groups(a, t),
+                        )?);
+                    }
+                    d.push(self.linear(o, Epilogue::Residual, t, &s.mix, &s.x, h, 0, &[])?);
+                }
+            }
+            d.push(rms(&s.x, &layer.ffn_norm, &s.xn, false)?);
+            d.push(self.linear(&layer.gate_up, Epilogue::SwiGlu, t, &s.xn, &s.wide, ff, 0, &[])?);
+            d.push(self.linear(&layer.down, Epilogue::Residual, t, &s.wide, &s.x, h, 0, &[])?);
+        }
+        let advance = || gpu.dispatch(&sample::advance_spec(), &[&s.params, &s.state], [1, 1, 1]);
+        match tail {
+            Tail::Sample => {
+                d.push(rms(&s.x, &m.final_norm, &s.last, true)?);
+                d.push(self.linear(m.head(), Epilogue::Plain, 1, &s.last, &s.logits, c.vocab_size, 0, &[])?);
+                d.push(gpu.dispatch(
+                    &sample::sample_spec(c.vocab_size),
+                    &[&s.params, &s.sample_params, &s.state, &s.tokens, &s.logits],
+                    [1, 1, 1],
+                )?);
+            }
+            Tail::Advance => d.push(advance()?),
+            Tail::LogitsAll => {
+                d.push(rms(&s.x, &m.final_norm, &s.xn, false)?);
+                d.push(self.linear(m.head(), Epilogue::Plain, t, &s.xn, &s.logits, c.vocab_size, 0, &[])?);
+                d.push(advance()?);
+            }
+        }
+        Ok(d)
+    }
+
+    /// Records one batch into one encoder and submits it; with `readback`, the token sampled
+    /// for position `pos + t` is copied into that slot and mapped asynchronously.
+    fn submit(&mut self, t: usize, tail: Tail, readback: Option<usize>) -> Result<wgpu::SubmissionIndex> {
+        let gpu = self.model.gpu.clone();
+        let params = Params {
+            n_tokens: t as u32,
+            _pad: [0; 3],
+        };
+        gpu.queue.write_buffer(&self.s.params, 0, bytemuck::bytes_of(&params));
+        self.plan(t, tail)?;
+        let plan = &self.plans[&(t, tail)];
+        let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("lfm step"),
+        });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("lfm forward"),
+                timestamp_writes: None,
+            });
+            for d in plan {
+                d.record(&mut pass);
+            }
+        }
+        let new_pos = self.pos + t;
+        if let Some(i) = readback {
+            self.slots[i].copy_from(&mut enc, &self.s.tokens, new_pos as u64 * 4);
+        }
+        let idx = gpu.queue.submit([enc.finish()]);
+        if let Some(i) = readback {
+            self.slots[i].request();
+        }
+        self.pos = new_pos;
+        self.submits += 1;
+        Ok(idx)
+    }
+
+    fn wait_token(&self, slot: usize, idx: &wgpu::SubmissionIndex) -> Result<u32> {
+        let gpu = &self.model.gpu;
+        while !self.slots[slot].is_ready() {
+            gpu.device
+                .poll(wgpu::PollType::Wait {
+                    submission_index: Some(idx.clone()),
+                    timeout: None,
+                })
+                .map_err(|e| Error::Gpu(format!("device poll: {e}")))?;
+        }
+        let b = self.slots[slot].take()?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// Writes `ids` into the token ring from the current position and checks they fit.
+    fn stage_tokens(&mut self, ids: &[u32]) -> Result<()> {
+        let v = self.model.config.vocab_size;
+        if let Some(bad) = ids.iter().find(|&&i| i as usize >= v) {
+            return Err(Error::InvalidArgument(format!(
+                "token id {bad} is outside the vocabulary of {v}"
+            )));
+        }
+        if self.pos + ids.len() > self.opts.ctx {
+            return Err(Error::InvalidArgument(format!(
+                "{} tokens at position {} do not fit the context of {} tokens",
+                ids.len(),
+                self.pos,
+                self.opts.ctx
+            )));
+        }
+        self.model.gpu.queue.write_buffer(
+            &self.s.tokens,
+            self.pos as u64 * 4,
+            bytemuck::cast_slice(ids),
+        );
+        self.history.truncate(self.pos);
+        self.history.extend_from_slice(ids);
+        Ok(())
+    }
+
+    /// Tokens processed so far (positions `0..position()`).
+    pub fn tokens(&self) -> &[u32] {
+        &self.history[..self.pos.min(self.history.len())]
+    }
+
+    /// Runs `ids` through the model and returns the logits of every one of them, `[T, vocab]`
+    /// row-major. Needs `SessionOptions::logits_all`. Logits are read back: this is for
+    /// evaluation, not for generation.
+    pub fn eval(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        if !self.opts.logits_all {
+            return Err(Error::InvalidArgument(
+                "eval needs a session created with logits_all".into(),
+            ));
+        }
+        self.stage_tokens(ids)?;
+        let v = self.model.config.vocab_size;
+        let mut out = Vec::with_capacity(ids.len() * v);
+        for chunk in ids.chunks(self.opts.chunk) {
+            self.submit(chunk.len(), Tail::LogitsAll, None)?;
+            out.extend(self.model.gpu.read_f32(&self.s.logits, 0, chunk.len() * v)?);
+        }
+        Ok(out)
+    }
+
+    /// Feeds `prompt` (prefill, in chunks) then decodes up to `max_new` tokens, one submit per
+    /// token, calling `on_token` with each sampled id as soon as it is read back; `on_token`
+    /// returns `false` to stop. With an empty prompt, continues from the pending token.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        max_new: usize,
+        stop_at_eog: &dyn Fn(u32) -> bool,
+        on_token: &mut dyn FnMut(u32) -> bool,
+    ) -> Result<GenerateStats> {
+        let start = Instant::now();
+        let prompt_tokens = prompt.len();
+        let mut stats = GenerateStats {
+            prompt_tokens,
+            generated: Vec::new(),
+            stop: StopReason::Length,
+            prefill_seconds: 0.0,
+            decode_seconds: 0.0,
+            submits: 0,
+        };
+        if max_new == 0 {
+            return Ok(stats);
+        }
+        let submits0 = self.submits;
+        let mut inflight: VecDeque<(usize, wgpu::SubmissionIndex)> = VecDeque::new();
+        let mut next_slot = 0;
+        if prompt.is_empty() {
+            if self.history.len() != self.pos + 1 {
+                return Err(Error::InvalidArgument(
+                    "empty prompt and no pending token to continue from".into(),
+                ));
+            }
+            if self.pos >= self.opts.ctx {
+                stats.stop = StopReason::ContextFull;
+                return Ok(stats);
+            }
+            inflight.push_back((next_slot, self.submit(1, Tail::Sample, Some(next_slot))?));
+            next_slot ^= 1;
+        } else {
+            self.stage_tokens(prompt)?;
+            let chunk = self.opts.chunk;
+            let n_chunks = prompt.len().div_ceil(chunk);
+            for (i, c) in prompt.chunks(chunk).enumerate() {
+                if i + 1 < n_chunks {
+                    self.submit(c.len(), Tail::Advance, None)?;
+                } else {
+                    inflight.push_back((next_slot, self.submit(c.len(), Tail::Sample, Some(next_slot))?));
+                    next_slot ^= 1;
+                }
+            }
+        }
+        let mut first_at = None;
+        loop {
+            // Keep one step queued behind the one being read back.
+            let can_step = stats.generated.len() + inflight.len() < max_new && self.pos < self.opts.ctx;
+            if can_step && inflight.len() < 2 {
+                inflight.push_back((next_slot, self.submit(1, Tail::Sample, Some(next_slot))?));
+                next_slot ^= 1;
+            }
+            let Some((slot, idx)) = inflight.pop_front() else {
+                stats.stop = StopReason::ContextFull;
+                break;
+            };
+            let tok = self.wait_token(slot, &idx)?;
+            if first_at.is_none() {
+                first_at = Some(Instant::now());
+            }
+            let p = self.pos - inflight.len();
+            self.history.truncate(p);
+            self.history.push(tok);
+            stats.generated.push(tok);
+            let keep_going = on_token(tok);
+            if stop_at_eog(tok) {
+                stats.stop = StopReason::Eos;
+                break;
+            }
+            if !keep_going {
+                stats.stop = StopReason::Cancelled;
+                break;
+            }
+            if stats.generated.len() >= max_new {
+                stats.stop = StopReason::Length;
+                break;
+            }
+        }
+        // Drain a step still in flight; its effects are already counted in `pos`.
+        while let Some((slot, idx)) = inflight.pop_front() {
+            let tok = self.wait_token(slot, &idx)?;
+            let p = self.pos - inflight.len();
+            self.history.truncate(p);
+            self.history.push(tok);
+        }
+        let end = Instant::now();
+        let first = first_at.unwrap_or(end);
+        stats.prefill_seconds = first.duration_since(start).as_secs_f64();
+        stats.decode_seconds = end.duration_since(first).as_secs_f64();
+        stats.submits = self.submits - submits0;
+        Ok(stats)
+    }
+}
