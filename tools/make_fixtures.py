@@ -1170,11 +1170,78 @@ OWNED = [
 ]
 
 
+def make_prompts(tok: Tokenizer) -> dict[str, list[int]]:
+    p1 = [BOS_ID] + tok.encode(P1_TEXT, add_special_tokens=False).ids[:P1_LEN]
+    p2 = [BOS_ID] + tok.encode(P2_TEXT, add_special_tokens=False).ids[:P2_LEN]
+    check(len(p1) == P1_LEN + 1 and len(p2) == P2_LEN + 1, "prompt texts too short")
+    p3 = [BOS_ID] + [int(x) for x in rng_for("prompt-p3").integers(len(SPECIAL_TOKENS), VOCAB_SIZE, P3_LEN)]
+    return {"p1": p1, "p2": p2, "p3": p3}
+
+
+def make_tiny_a(out: Path, tok: Tokenizer, calib_ids: list[int], verified: list[str]):
+    """tiny-a: current config keys, f32 safetensors, F32 + F16 GGUF. Returns (cfg, ff, weights, model, scale)."""
+    hf_dir = out / "tiny-a"
+    cfg = tiny_a_config()
+    model = make_model(cfg)
+    ff = swiglu_width(cfg.intermediate_size, cfg.block_auto_adjust_ff_dim, cfg.block_ffn_dim_multiplier,
+                      cfg.block_multiple_of)
+    check(model.model.layers[0].feed_forward.w1.out_features == ff == TINY_A["ff"], "tiny-a FFN width")
+    weights = random_weights("tiny-a", hf_shapes(model))
+    scale = calibrate_embedding(model, weights, calib_ids)
+
+    cfg.save_pretrained(hf_dir)
+    write_generation_config(hf_dir)
+    tensors = {k: torch.from_numpy(v) for k, v in weights.items()}
+    save_file(tensors, str(hf_dir / "model.safetensors"), metadata={"format": "pt"})
+    model = load_hf(hf_dir)
+    check(all(torch.equal(model.state_dict()[k], v) for k, v in tensors.items()), "tiny-a reload differs")
+    verified.append("- `tiny-a/` reloads through `Lfm2ForCausalLM.from_pretrained` bit-exactly; lm_head is tied.")
+
+    write_gguf(out / "tiny-a-f32.gguf", "tiny-a", cfg, ff, weights, hf_dir, tok, gguf.LlamaFileType.ALL_F32)
+    write_gguf(out / "tiny-a-f16.gguf", "tiny-a", cfg, ff, weights, hf_dir, tok, gguf.LlamaFileType.MOSTLY_F16)
+    return cfg, ff, weights, model, scale
+
+
+def make_tiny_b(out: Path, tok: Tokenizer, calib_ids: list[int], verified: list[str]):
+    """tiny-b: legacy config keys, bf16 2-shard checkpoint, BF16 GGUF. Returns (cfg, ff, weights, model, scale)."""
+    hf_dir = out / "tiny-b"
+    legacy = tiny_b_legacy_config()
+    write_json(hf_dir / "config.json", legacy)
+    write_generation_config(hf_dir)
+
+    # How does transformers read the legacy keys?
+    cfg = Lfm2Config.from_pretrained(hf_dir)
+    ff = swiglu_width(legacy["block_ff_dim"], True, legacy["block_ffn_dim_multiplier"], legacy["block_multiple_of"])
+    check(cfg.layer_types == TINY_B["layer_types"], f"tiny-b layer_types read as {cfg.layer_types}")
+    check(cfg.intermediate_size == legacy["block_ff_dim"], "block_ff_dim not read as intermediate_size")
+    check(cfg.tie_word_embeddings is True, "tie_embedding not honoured")
+    check(cfg.rope_parameters["rope_theta"] == ROPE_THETA, f"tiny-b rope {cfg.rope_parameters}")
+    model = make_model(cfg)
+    check(model.model.layers[0].feed_forward.w1.out_features == ff, "tiny-b effective FFN width")
+
+    weights = random_weights("tiny-b", hf_shapes(model))
+    scale = calibrate_embedding(model, weights, calib_ids)
+    bf16 = to_bf16(weights)
+    weights = {k: v.float().numpy() for k, v in bf16.items()}  # the reference weights are the bf16 values
+    write_sharded_bf16(hf_dir, bf16, split_layer=3)
+    model = load_hf(hf_dir)
+    check(model.model.layers[0].feed_forward.w1.out_features == ff, "tiny-b FFN width after reload")
+    check(all(torch.equal(model.state_dict()[k], torch.from_numpy(v)) for k, v in weights.items()),
+          "tiny-b reload differs")
+    verified.append(
+        f"- transformers reads tiny-b's legacy config as intended: `full_attn_idxs` -> layer_types "
+        f"{cfg.layer_types}, `block_ff_dim` {legacy['block_ff_dim']} -> effective FFN width {ff} "
+        f"(w1 out_features of the loaded model), `tie_embedding` -> tied; the bf16 shards reload bit-exactly."
+    )
+
+    write_gguf(out / "tiny-b-bf16.gguf", "tiny-b", cfg, ff, weights, hf_dir, tok, gguf.LlamaFileType.MOSTLY_BF16)
+    return cfg, ff, weights, model, scale
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "tests" / "fixtures", help="output directory")
-    args = ap.parse_args()
-    out: Path = args.out.resolve()
+    out: Path = ap.parse_args().out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     old_sha = _committed_corpus_sha(out / "README.md")
     for name in OWNED:  # remove only what this script owns
@@ -1183,79 +1250,30 @@ def main() -> None:
             shutil.rmtree(p)
         elif p.exists():
             p.unlink()
+    for d in ("tiny-a", "tiny-b", "expected"):
+        (out / d).mkdir()
     torch.manual_seed(SEED)
     torch.use_deterministic_algorithms(True)
     verified: list[str] = []
-    info: dict = {"gguf_version": _gguf_version()}
 
-    # --- tokenizer -------------------------------------------------------------------------------------------
+    # --- tokenizer and prompts ---------------------------------------------------------------------------------
     tok, corpus_sha = build_tokenizer()
-    info["corpus_sha256"] = corpus_sha
-    info["n_merges"] = len(json.loads(tok.to_str())["model"]["merges"])
-    log(f"tokenizer: vocab {tok.get_vocab_size()}, {info['n_merges']} merges, corpus sha256 {corpus_sha[:16]}...")
-    dir_a, dir_b, exp_dir = out / "tiny-a", out / "tiny-b", out / "expected"
-    for d in (dir_a, dir_b, exp_dir):
-        d.mkdir()
-    write_tokenizer_files(tok, dir_a)
-    write_tokenizer_files(tok, dir_b)
-    tok = Tokenizer.from_file(str(dir_a / "tokenizer.json"))  # use the file as written from now on
-    hf_tok = AutoTokenizer.from_pretrained(dir_a)
+    n_merges = len(json.loads(tok.to_str())["model"]["merges"])
+    log(f"tokenizer: vocab {tok.get_vocab_size()}, {n_merges} merges, corpus sha256 {corpus_sha[:16]}...")
+    if old_sha and old_sha != corpus_sha:
+        log(f"WARNING: tokenizer training corpus changed (sha256 {old_sha[:16]}... -> {corpus_sha[:16]}...): "
+            "this Python's stdlib differs from the one used before, so the tokenizer and all ids change.")
+    for d in ("tiny-a", "tiny-b"):
+        write_tokenizer_files(tok, out / d)
+    tok = Tokenizer.from_file(str(out / "tiny-a" / "tokenizer.json"))  # use the file as written from now on
+    hf_tok = AutoTokenizer.from_pretrained(out / "tiny-a")
+    prompts = make_prompts(tok)
 
-    p1 = [BOS_ID] + tok.encode(P1_TEXT, add_special_tokens=False).ids[:P1_LEN]
-    p2 = [BOS_ID] + tok.encode(P2_TEXT, add_special_tokens=False).ids[:P2_LEN]
-    check(len(p1) == P1_LEN + 1 and len(p2) == P2_LEN + 1, "prompt texts too short")
-    p3 = [BOS_ID] + [int(x) for x in rng_for("prompt-p3").integers(len(SPECIAL_TOKENS), VOCAB_SIZE, P3_LEN)]
-    prompts = {"p1": p1, "p2": p2, "p3": p3}
+    # --- models ---------------------------------------------------------------------------------------------------
+    cfg_a, ff_a, weights_a, model_a, scale_a = make_tiny_a(out, tok, prompts["p2"], verified)
+    cfg_b, ff_b, weights_b, model_b, scale_b = make_tiny_b(out, tok, prompts["p2"], verified)
 
-    # --- tiny-a: current config keys, f32 safetensors, F32 + F16 GGUF ------------------------------------------
-    cfg_a = tiny_a_config()
-    model_a = make_model(cfg_a)
-    ff_a = swiglu_width(cfg_a.intermediate_size, cfg_a.block_auto_adjust_ff_dim, cfg_a.block_ffn_dim_multiplier,
-                        cfg_a.block_multiple_of)
-    check(model_a.model.layers[0].feed_forward.w1.out_features == ff_a == TINY_A["ff"], "tiny-a FFN width")
-    weights_a = random_weights("tiny-a", hf_shapes(model_a))
-    scale_a = calibrate_embedding(model_a, weights_a, p2)
-    cfg_a.save_pretrained(dir_a)
-    write_generation_config(dir_a)
-    save_file({k: torch.from_numpy(v) for k, v in weights_a.items()}, str(dir_a / "model.safetensors"),
-              metadata={"format": "pt"})
-
-    model_a = load_hf(dir_a)
-    check(all(torch.equal(model_a.state_dict()[k], torch.from_numpy(v)) for k, v in weights_a.items()),
-          "tiny-a reload differs")
-    for ftype, fname in [(gguf.LlamaFileType.ALL_F32, "tiny-a-f32.gguf"), (gguf.LlamaFileType.MOSTLY_F16, "tiny-a-f16.gguf")]:
-        write_gguf(out / fname, "tiny-a", cfg_a, ff_a, weights_a, dir_a, tok, ftype)
-    verified.append("- `tiny-a/` reloads through `Lfm2ForCausalLM.from_pretrained` bit-exactly; lm_head is tied.")
-
-    # --- tiny-b: legacy config keys, bf16 2-shard checkpoint, BF16 GGUF ----------------------------------------
-    legacy = tiny_b_legacy_config()
-    write_json(dir_b / "config.json", legacy)
-    write_generation_config(dir_b)
-    cfg_b = Lfm2Config.from_pretrained(dir_b)
-    ff_b = swiglu_width(legacy["block_ff_dim"], True, 1.0, legacy["block_multiple_of"])
-    check(cfg_b.layer_types == TINY_B["layer_types"], f"tiny-b layer_types read as {cfg_b.layer_types}")
-    check(cfg_b.intermediate_size == legacy["block_ff_dim"], "block_ff_dim not read as intermediate_size")
-    check(cfg_b.tie_word_embeddings is True, "tie_embedding not honoured")
-    check(cfg_b.rope_parameters["rope_theta"] == ROPE_THETA, f"tiny-b rope {cfg_b.rope_parameters}")
-    model_b = make_model(cfg_b)
-    check(model_b.model.layers[0].feed_forward.w1.out_features == ff_b, "tiny-b effective FFN width")
-    weights_b = random_weights("tiny-b", hf_shapes(model_b))
-    scale_b = calibrate_embedding(model_b, weights_b, p2)
-    bf16_b = to_bf16(weights_b)
-    weights_b = {k: v.float().numpy() for k, v in bf16_b.items()}  # the reference weights = bf16 values
-    write_sharded_bf16(dir_b, bf16_b, split_layer=3)
-    model_b = load_hf(dir_b)
-    check(model_b.model.layers[0].feed_forward.w1.out_features == ff_b, "tiny-b FFN width after reload")
-    check(all(torch.equal(model_b.state_dict()[k], torch.from_numpy(v)) for k, v in weights_b.items()),
-          "tiny-b reload differs")
-    write_gguf(out / "tiny-b-bf16.gguf", "tiny-b", cfg_b, ff_b, weights_b, dir_b, tok, gguf.LlamaFileType.MOSTLY_BF16)
-    verified.append(
-        f"- transformers reads tiny-b's legacy config as intended: `full_attn_idxs` -> layer_types "
-        f"{cfg_b.layer_types}, `block_ff_dim` {legacy['block_ff_dim']} -> effective FFN width {ff_b} "
-        f"(w1 out_features of the loaded model), `tie_embedding` -> tied; the bf16 shards reload bit-exactly."
-    )
-
-    # --- GGUF re-read and logits equivalence -------------------------------------------------------------------
+    # --- GGUF re-read and logits equivalence ---------------------------------------------------------------------
     read_a32 = verify_gguf(out / "tiny-a-f32.gguf", cfg_a, ff_a, weights_a, tok, gguf.LlamaFileType.ALL_F32)
     read_a16 = verify_gguf(out / "tiny-a-f16.gguf", cfg_a, ff_a, weights_a, tok, gguf.LlamaFileType.MOSTLY_F16)
     read_b16 = verify_gguf(out / "tiny-b-bf16.gguf", cfg_b, ff_b, weights_b, tok, gguf.LlamaFileType.MOSTLY_BF16)
@@ -1264,35 +1282,36 @@ def main() -> None:
         "tensor names, shapes and types (norms and conv kernels F32), and dequantized values (F32/BF16 exact, "
         "F16 = float16 rounding of the f32 weights)."
     )
-
-    model_gguf = make_model(tiny_a_config())
-    load_into(model_gguf, read_a32)
-    d_a32 = float(np.abs(full_logits(model_gguf, p2) - full_logits(model_a, p2)).max())
-    model_b_gguf = make_model(Lfm2Config.from_pretrained(dir_b))
-    load_into(model_b_gguf, read_b16)
-    d_b16 = float(np.abs(full_logits(model_b_gguf, p2) - full_logits(model_b, p2)).max())
+    gguf_models = {}
+    for key, cfg, read in [("a32", tiny_a_config(), read_a32), ("a16", tiny_a_config(), read_a16),
+                           ("b16", Lfm2Config.from_pretrained(out / "tiny-b"), read_b16)]:
+        gguf_models[key] = make_model(cfg)
+        load_into(gguf_models[key], read)
+    p2 = prompts["p2"]
+    d_a32 = float(np.abs(full_logits(gguf_models["a32"], p2) - full_logits(model_a, p2)).max())
+    d_b16 = float(np.abs(full_logits(gguf_models["b16"], p2) - full_logits(model_b, p2)).max())
+    d_a16 = float(np.abs(full_logits(gguf_models["a16"], p2) - full_logits(model_a, p2)).max())
     check(d_a32 == 0.0 and d_b16 == 0.0, f"GGUF logits differ from HF: {d_a32} {d_b16}")
-    model_a16 = make_model(tiny_a_config())
-    load_into(model_a16, read_a16)
-    d_a16 = float(np.abs(full_logits(model_a16, p2) - full_logits(model_a, p2)).max())
     verified.append(
         f"- Logits over p2 from the dequantized GGUF weights equal the HF-dir logits exactly for "
         f"`tiny-a-f32.gguf` and `tiny-b-bf16.gguf` (max |diff| {d_a32:g}, {d_b16:g}); `tiny-a-f16.gguf` "
         f"differs from f32 tiny-a by max |diff| {d_a16:.4f} (hence its own `tiny-a-f16` references)."
     )
 
-    # --- independent NumPy forward ------------------------------------------------------------------------------
-    np_diffs = []
-    for cfg, weights, model in [(cfg_a, weights_a, model_a), (cfg_b, weights_b, model_b)]:
-        for ids in prompts.values():
-            np_diffs.append(float(np.abs(numpy_forward(weights, cfg, ids) - full_logits(model, ids)).max()))
+    # --- independent NumPy forward -------------------------------------------------------------------------------
+    np_diffs = [
+        float(np.abs(numpy_forward(weights, cfg, ids) - full_logits(model, ids)).max())
+        for cfg, weights, model in [(cfg_a, weights_a, model_a), (cfg_b, weights_b, model_b)]
+        for ids in prompts.values()
+    ]
     check(max(np_diffs) < 1e-3, f"NumPy forward disagrees with transformers: {np_diffs}")
     verified.append(
         f"- An independent float64 NumPy forward written from docs/lfm2-spec.md section 2 matches transformers "
         f"on all prompts of both models (max |diff| {max(np_diffs):.2e})."
     )
 
-    # --- reference outputs --------------------------------------------------------------------------------------
+    # --- reference outputs -----------------------------------------------------------------------------------------
+    exp_dir = out / "expected"
     write_json(
         exp_dir / "prompts.json",
         {
@@ -1305,12 +1324,12 @@ def main() -> None:
     )
     summaries = {
         "tiny-a": write_expected(exp_dir, "tiny-a", ["tiny-a/", "tiny-a-f32.gguf"], model_a, prompts),
-        "tiny-a-f16": write_expected(exp_dir, "tiny-a-f16", ["tiny-a-f16.gguf"], model_a16, prompts),
+        "tiny-a-f16": write_expected(exp_dir, "tiny-a-f16", ["tiny-a-f16.gguf"], gguf_models["a16"], prompts),
         "tiny-b": write_expected(exp_dir, "tiny-b", ["tiny-b/", "tiny-b-bf16.gguf"], model_b, prompts),
     }
-    for variant, s in summaries.items():
+    for variant, summary in summaries.items():
         log(f"{variant}: " + ", ".join(f"{p}: len {v['len']} std {v['logit_std']:.2f} min margin "
-                                         f"{v['min_margin']:.4f}" for p, v in s.items()))
+                                         f"{v['min_margin']:.4f}" for p, v in summary.items()))
     min_margin = min(v["min_margin"] for s in summaries.values() for v in s.values())
     stds = [v["logit_std"] for s in summaries.values() for v in s.values()]
     verified.append(
@@ -1319,7 +1338,7 @@ def main() -> None:
         f"greedy step is {min_margin:.4f} (see `greedy_margins`)."
     )
 
-    # --- tokenizer and chat cases ---------------------------------------------------------------------------
+    # --- tokenizer and chat cases ----------------------------------------------------------------------------------
     write_json(out / "tokenizer_cases.json", tokenizer_cases(tok, hf_tok))
     write_json(out / "chat_cases.json", chat_cases(tok, hf_tok))
     verified.append(
@@ -1328,21 +1347,25 @@ def main() -> None:
         "`apply_chat_template` (its `tojson` keeps dict key order) and start with exactly one BOS."
     )
 
-    a_info = {"embed_scale": scale_a, "ff": ff_a}
-    b_info = {"embed_scale": scale_b, "ff": ff_b}
-    for d, spec, cfg in [(a_info, TINY_A, cfg_a), (b_info, TINY_B, cfg_b)]:
-        d.update(
-            hidden=spec["hidden"],
-            layers=", ".join("attn" if t == "full_attention" else "conv" for t in spec["layer_types"]),
-            heads=spec["heads"],
-            kv_heads=spec["kv_heads"],
-            head_dim=spec["hidden"] // spec["heads"],
-            vocab=cfg.vocab_size,
-        )
-    info.update({"tiny-a": a_info, "tiny-b": b_info, "verified": "\n".join(verified), "min_margin": min_margin})
-    if old_sha and old_sha != corpus_sha:
-        log(f"WARNING: tokenizer training corpus changed (sha256 {old_sha[:16]}... -> {corpus_sha[:16]}...): "
-            "this Python's stdlib differs from the one used before, so the tokenizer and all ids change.")
+    # --- README ------------------------------------------------------------------------------------------------------
+    info = {
+        "gguf_version": _gguf_version(),
+        "corpus_sha256": corpus_sha,
+        "n_merges": n_merges,
+        "min_margin": min_margin,
+        "verified": "\n".join(verified),
+    }
+    for name, spec, cfg, ff, scale in [("tiny-a", TINY_A, cfg_a, ff_a, scale_a), ("tiny-b", TINY_B, cfg_b, ff_b, scale_b)]:
+        info[name] = {
+            "hidden": spec["hidden"],
+            "layers": ", ".join("attn" if t == "full_attention" else "conv" for t in spec["layer_types"]),
+            "heads": spec["heads"],
+            "kv_heads": spec["kv_heads"],
+            "head_dim": spec["hidden"] // spec["heads"],
+            "ff": ff,
+            "vocab": cfg.vocab_size,
+            "embed_scale": scale,
+        }
     write_readme(out, info)
 
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
