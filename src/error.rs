@@ -8,12 +8,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Reading a file failed.
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{path}: {err}")]
+    Io { path: String, err: std::io::Error },
     /// The file's structure is malformed (bad magic, truncated, bad offsets, bad UTF-8...).
     #[error("{file}: {msg}")]
     Format { file: String, msg: String },
@@ -64,10 +60,10 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn io(path: impl fmt::Display, source: std::io::Error) -> Self {
+    pub fn io(path: impl fmt::Display, err: std::io::Error) -> Self {
         Error::Io {
             path: path.to_string(),
-            source,
+            err,
         }
     }
     pub fn format(file: impl fmt::Display, msg: impl Into<String>) -> Self {

@@ -344,3 +344,17 @@ impl Session {
         Ok(stats)
     }
 }
+
+impl Session {
+    /// For a conversation re-rendered as `full` tokens: keeps the processed prefix that `full`
+    /// starts with and returns how many leading tokens of `full` are already in the session; a
+    /// conversation that diverged (or nothing new) resets the session and returns 0.
+    pub fn reuse_prefix(&mut self, full: &[u32]) -> usize {
+        let done = self.tokens();
+        if done.len() < full.len() && full.starts_with(done) {
+            return done.len();
+        }
+        self.reset();
+        0
+    }
+}

@@ -1,6 +1,7 @@
 //! The CPU reference forward pass against the Hugging Face logits in `tests/fixtures/expected`:
 //! every variant, prompt and model file, max abs diff <= 1e-4 on the prompt-position logits
-//! and on every row of the greedy continuation, and the greedy ids reproduced by argmax.
+//! and on every row of the (teacher-forced) greedy continuation, and the greedy ids reproduced
+//! by argmax wherever the recorded top-2 margin is decisive.
 //!
 //! Run with `cargo test --test reference -- --nocapture` to see the diff table.
 
@@ -52,12 +53,14 @@ fn check_case(model: &mut CpuModel, case: &Case) -> Result<Measured> {
             rows.row(i),
             TOL,
         )?);
+        // Teacher forcing: `want_id` is fed whatever our argmax is; it must agree wherever the
+        // expected top-2 margin leaves no room for a tie within the tolerance.
         let got_id = argmax(&last);
-        if got_id != want_id as usize {
+        if got_id != want_id as usize && case.greedy_is_decisive(i, TOL) {
             bail!(
-                "greedy step {i}: argmax {got_id} (logit {}) but expected id {want_id} (logit {})",
+                "greedy step {i}: argmax {got_id} (logit {}) but expected id {want_id} (logit {:?})",
                 last[got_id],
-                last[want_id as usize]
+                last.get(want_id as usize)
             );
         }
         last = model.step(want_id)?;

@@ -61,7 +61,11 @@ from safetensors.torch import save_file
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, Lfm2Config, Lfm2ForCausalLM
 
-SEED = 20250717
+# SEED was picked (by trying 1..40) so that no greedy step of any reference is a near tie: the smallest
+# top-1/top-2 logit gap is > MIN_GREEDY_MARGIN, ~100x the error of an f32 implementation, so tests can
+# demand exact greedy ids. Most seeds have some gap < 0.005.
+SEED = 23
+MIN_GREEDY_MARGIN = 0.02
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # ----------------------------------------------------------------------------------------------------------
@@ -1124,9 +1128,8 @@ code block (crosses prefill chunks of 64/128/256); `p3` = BOS + {P3_LEN} seeded 
   feeding `greedy[:i]` (all rows from one forward over prompt + greedy).
 
 Every logit comes from one full forward over the whole sequence (`use_cache=False`), never the cached 1-token path.
-Some greedy steps are near ties (smallest gap {info["min_margin"]:.4f}), so a robust test feeds `tokens + greedy`
-(teacher forcing) and compares the rows with a tolerance, and requires its own argmax to equal `greedy[i]` only
-where `greedy_margins[i]` exceeds that tolerance.
+The seed was chosen so that no greedy step is a near tie: the smallest top-1/top-2 gap over all references is
+{info["min_margin"]:.4f} (> {MIN_GREEDY_MARGIN}), so an f32 implementation can be required to reproduce `greedy` exactly.
 
 ## Tokenizer and chat cases
 
@@ -1331,6 +1334,7 @@ def main() -> None:
         log(f"{variant}: " + ", ".join(f"{p}: len {v['len']} std {v['logit_std']:.2f} min margin "
                                          f"{v['min_margin']:.4f}" for p, v in summary.items()))
     min_margin = min(v["min_margin"] for s in summaries.values() for v in s.values())
+    check(min_margin > MIN_GREEDY_MARGIN, f"a greedy step is a near tie (gap {min_margin:.4f}): pick another SEED")
     stds = [v["logit_std"] for s in summaries.values() for v in s.values()]
     verified.append(
         f"- Greedy ids equal the argmax of the stored rows; row 0 equals the last prompt-position logits. "
@@ -1355,7 +1359,8 @@ def main() -> None:
         "min_margin": min_margin,
         "verified": "\n".join(verified),
     }
-    for name, spec, cfg, ff, scale in [("tiny-a", TINY_A, cfg_a, ff_a, scale_a), ("tiny-b", TINY_B, cfg_b, ff_b, scale_b)]:
+    models_info = [("tiny-a", TINY_A, cfg_a, ff_a, scale_a), ("tiny-b", TINY_B, cfg_b, ff_b, scale_b)]
+    for name, spec, cfg, ff, scale in models_info:
         info[name] = {
             "hidden": spec["hidden"],
             "layers": ", ".join("attn" if t == "full_attention" else "conv" for t in spec["layer_types"]),

@@ -1,1 +1,156 @@
-fn main() {}
+//! `lfm`: run LFM2 models on WebGPU from the command line.
+//!
+//! `lfm run`, `lfm chat`, `lfm eval`, `lfm info`, `lfm devices`. With no `-m`, `run` and `chat`
+//! use the small model built into the binary (see README.md).
+
+mod commands;
+mod info;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "lfm", version, about = "LFM2 inference on WebGPU")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Generate text from a prompt, streaming it.
+    Run(RunArgs),
+    /// Interactive multi-turn chat with the model's chat template.
+    Chat(ChatArgs),
+    /// Write the logits of every prompt position to a .npy file.
+    Eval(EvalArgs),
+    /// Describe a model: architecture, layers, tensor formats, memory plan.
+    Info(InfoArgs),
+    /// List GPU adapters with their backend, features and limits.
+    Devices,
+}
+
+/// Model, device and context options shared by the commands that run a model.
+#[derive(Args, Clone)]
+pub struct ModelArgs {
+    /// A .gguf file or a Hugging Face model directory (default: the built-in tiny model).
+    #[arg(short = 'm', long = "model")]
+    pub model: Option<PathBuf>,
+    /// KV ring capacity in tokens.
+    #[arg(long, default_value_t = 4096)]
+    pub ctx: usize,
+    /// Prefill chunk length.
+    #[arg(long, default_value_t = 128)]
+    pub chunk: usize,
+    /// Adapter whose name contains this text (see `lfm devices`).
+    #[arg(long)]
+    pub adapter: Option<String>,
+}
+
+/// Sampling options.
+#[derive(Args, Clone)]
+pub struct SampleArgs {
+    /// Temperature; 0 = greedy.
+    #[arg(long = "temp", default_value_t = 0.3)]
+    pub temp: f32,
+    /// Keep the k most likely tokens (0 = off).
+    #[arg(long = "top-k", default_value_t = 0)]
+    pub top_k: u32,
+    /// Keep the smallest set of tokens whose probability reaches p (1 = off).
+    #[arg(long = "top-p", default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Drop tokens less likely than min-p times the most likely one (0 = off).
+    #[arg(long = "min-p", default_value_t = 0.15)]
+    pub min_p: f32,
+    /// Penalise the last 64 tokens (1 = off).
+    #[arg(long = "repeat-penalty", default_value_t = 1.05)]
+    pub repeat_penalty: f32,
+    /// Random seed (default: from the clock).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub sample: SampleArgs,
+    /// Prompt text, tokenized with the model's own rule (BOS per add_bos).
+    #[arg(short = 'p', long = "prompt", conflicts_with = "prompt_ids")]
+    pub prompt: Option<String>,
+    /// Prompt token ids, fed exactly as given (no BOS added), e.g. 1,2,3.
+    #[arg(long = "prompt-ids", value_delimiter = ',')]
+    pub prompt_ids: Option<Vec<u32>>,
+    /// Tokens to generate.
+    #[arg(short = 'n', long = "n-predict", default_value_t = 64)]
+    pub n: usize,
+    /// Wrap the prompt as a user message in the model's chat template.
+    #[arg(long)]
+    pub chat: bool,
+    /// One JSON object per token, then a summary object.
+    #[arg(long)]
+    pub json: bool,
+    /// Do not stop at end-of-generation tokens.
+    #[arg(long = "ignore-eos")]
+    pub ignore_eos: bool,
+}
+
+#[derive(Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub sample: SampleArgs,
+    /// System prompt.
+    #[arg(short = 's', long)]
+    pub system: Option<String>,
+    /// Most tokens per reply.
+    #[arg(short = 'n', long = "n-predict", default_value_t = 512)]
+    pub n: usize,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Prompt token ids, e.g. 1,2,3.
+    #[arg(long = "prompt-ids", value_delimiter = ',', required = true)]
+    pub prompt_ids: Vec<u32>,
+    /// Output .npy: [T, vocab] little-endian f32.
+    #[arg(long = "logits-out")]
+    pub logits_out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct InfoArgs {
+    /// A .gguf file or a Hugging Face model directory (default: the built-in tiny model).
+    #[arg(short = 'm', long = "model")]
+    pub model: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    let r = match cli.cmd {
+        Cmd::Run(a) => commands::run(a),
+        Cmd::Chat(a) => commands::chat(a),
+        Cmd::Eval(a) => commands::eval(a),
+        Cmd::Info(a) => info::info(a),
+        Cmd::Devices => info::devices(),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

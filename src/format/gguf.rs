@@ -128,7 +128,8 @@ impl<'a> Reader<'a> {
             _ => Err(Error::format(
                 self.file,
                 format!(
-                    "{}: count {} cannot fit in the {} bytes left in the file (offset {})",
+                    "truncated or corrupt: {} count {} cannot fit in the {} bytes left in the file \
+                     (offset {})",
                     what(),
                     count,
                     self.remaining_in_file(),

@@ -51,41 +51,64 @@ pub struct Gpu {
     pub bytes: DeviceBytes,
 }
 
-fn instance(opts: &GpuOptions) -> wgpu::Instance {
+/// Backend sets to try in order: the caller's, else `WGPU_BACKEND`, else the primary native
+/// APIs (Vulkan, Metal, DX12, browser WebGPU) and only then GL.
+fn backend_sets(opts: &GpuOptions) -> Vec<wgpu::Backends> {
+    if let Some(b) = opts.backends {
+        vec![b]
+    } else if let Some(b) = wgpu::Backends::from_env() {
+        vec![b]
+    } else {
+        vec![wgpu::Backends::PRIMARY, wgpu::Backends::SECONDARY]
+    }
+}
+
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
-    desc.backends = opts
-        .backends
-        .unwrap_or_else(|| wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()));
+    desc.backends = backends;
     wgpu::Instance::new(desc)
 }
 
 /// Every adapter this machine offers (for `lfm devices`).
 pub async fn list_adapters(opts: &GpuOptions) -> Vec<wgpu::Adapter> {
-    instance(opts).enumerate_adapters(wgpu::Backends::all()).await
+    let mut all = Vec::new();
+    for b in backend_sets(opts) {
+        all.extend(instance(b).enumerate_adapters(b).await);
+    }
+    all
+}
+
+async fn pick_adapter(opts: &GpuOptions) -> Result<wgpu::Adapter> {
+    if let Some(name) = &opts.adapter_name {
+        let wanted = name.to_lowercase();
+        return list_adapters(opts)
+            .await
+            .into_iter()
+            .find(|a| a.get_info().name.to_lowercase().contains(&wanted))
+            .ok_or_else(|| Error::Gpu(format!("no adapter whose name contains `{name}`")));
+    }
+    let mut last = String::from("no backend enabled");
+    for b in backend_sets(opts) {
+        match instance(b)
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(a) => return Ok(a),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(Error::Gpu(format!(
+        "no GPU adapter found ({last}); install a Vulkan driver (e.g. Mesa lavapipe) or set WGPU_BACKEND"
+    )))
 }
 
 impl Gpu {
     /// Opens a device with the limits in `needs` (failing clearly when the adapter has less).
     pub async fn new(opts: &GpuOptions, needs: &DeviceNeeds) -> Result<Gpu> {
-        let inst = instance(opts);
-        let adapter = match &opts.adapter_name {
-            Some(name) => {
-                let all = inst.enumerate_adapters(wgpu::Backends::all()).await;
-                let wanted = name.to_lowercase();
-                all.into_iter()
-                    .find(|a| a.get_info().name.to_lowercase().contains(&wanted))
-                    .ok_or_else(|| Error::Gpu(format!("no adapter whose name contains `{name}`")))?
-            }
-            None => inst
-                .request_adapter(&wgpu::RequestAdapterOptions {
-                    power_preference: wgpu::PowerPreference::HighPerformance,
-                    force_fallback_adapter: false,
-                    compatible_surface: None,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| Error::Gpu(format!("no GPU adapter found ({e}); install a Vulkan driver (e.g. Mesa lavapipe) or set WGPU_BACKEND")))?,
-        };
+        let adapter = pick_adapter(opts).await?;
         let info = adapter.get_info();
         let have = adapter.limits();
         // Core WebGPU defaults, raised only where the model needs more.

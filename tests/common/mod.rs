@@ -3,7 +3,9 @@
 //!
 //! Layout handled: an `expected/` directory holding, per variant and prompt,
 //! - `<variant>.<p>.json`: `{"tokens": [...], "greedy": [...], "positions": [...],
-//!   "files": [...]}` (or `"file": "..."`, the older single-file form), optional `"backend"`;
+//!   "files": [...]}` (or `"file": "..."`, the older single-file form), optional `"backend"`
+//!   and `"greedy_margins"`; `files` entries are relative to the fixtures root (the parent of
+//!   `expected/`) or one of its model subdirectories;
 //! - `<variant>.<p>.npy`: logits `[len(positions), vocab]` at those prompt positions;
 //! - `<variant>.<p>.rows.npy`: `[len(greedy) + 1, vocab]`: row 0 = logits after the whole
 //!   prompt, row i = after also feeding `greedy[..i]`.
@@ -44,6 +46,9 @@ pub struct Case {
     pub tokens: Vec<u32>,
     /// Greedy continuation (no EOS stop).
     pub greedy: Vec<u32>,
+    /// Top-1 minus top-2 expected logit at each greedy step (`greedy_margins`; empty when the
+    /// record has none). See [`Case::greedy_is_decisive`].
+    pub greedy_margins: Vec<f32>,
     /// Prompt positions whose logits are in [`Case::logits`].
     pub positions: Vec<usize>,
     /// The model files/directories this record is valid for, resolved to existing paths.
@@ -59,6 +64,13 @@ impl Case {
             Some(t) => format!("{}.{}.{t}", self.variant, self.prompt),
             None => format!("{}.{}", self.variant, self.prompt),
         }
+    }
+
+    /// Whether greedy step `i` (argmax of row `i`) must be reproduced by a model whose logits
+    /// are within `tol` of the expected ones: its margin exceeds `2 * tol` (both top logits may
+    /// move by `tol`). Without recorded margins every step counts as decisive.
+    pub fn greedy_is_decisive(&self, i: usize, tol: f32) -> bool {
+        self.greedy_margins.get(i).is_none_or(|&m| m > 2.0 * tol)
     }
 
     fn sibling(&self, suffix: &str) -> PathBuf {
@@ -214,6 +226,14 @@ fn parse_case(json: &Path, root: &Path) -> Result<Option<Case>> {
         backend: v["backend"].as_str().map(String::from),
         tokens: as_u32(ids("tokens")?)?,
         greedy: as_u32(ids("greedy")?)?,
+        greedy_margins: match v["greedy_margins"].as_array() {
+            Some(a) => a
+                .iter()
+                .map(|x| x.as_f64().map(|m| m as f32))
+                .collect::<Option<Vec<f32>>>()
+                .with_context(|| format!("{}: bad `greedy_margins`", json.display()))?,
+            None => Vec::new(),
+        },
         positions: ids("positions")?.into_iter().map(|p| p as usize).collect(),
         files,
         json: json.to_path_buf(),

@@ -1,0 +1,259 @@
+//! `run`, `chat` and `eval`.
+
+use std::io::{BufRead, Write};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use lfm::chat::ChatMessage;
+use lfm::gpu::{Gpu, GpuOptions};
+use lfm::model::GpuModel;
+use lfm::sampling::SamplerConfig;
+use lfm::session::{Session, SessionOptions, StopReason};
+use lfm::tokenizer::{StreamDecoder, Tokenizer};
+use lfm::ModelFile;
+
+use crate::{ChatArgs, EvalArgs, ModelArgs, RunArgs, SampleArgs};
+
+/// The built-in model: a tiny random-weight LFM2 with the real architecture (see README.md).
+const BUILTIN: &[u8] = include_bytes!("../../tests/fixtures/tiny-a-f16.gguf");
+const BUILTIN_NAME: &str = "built-in tiny LFM2 (random weights)";
+
+pub fn open_model(path: Option<&std::path::Path>) -> Result<ModelFile> {
+    Ok(match path {
+        Some(p) => ModelFile::open(p)?,
+        None => ModelFile::from_gguf_bytes(BUILTIN.to_vec(), BUILTIN_NAME)?,
+    })
+}
+
+pub struct Loaded {
+    pub file: ModelFile,
+    pub tok: Tokenizer,
+    pub session: Session,
+}
+
+/// Opens the model, uploads it to the chosen adapter and creates a session.
+pub fn load(args: &ModelArgs, logits_all: bool, ctx: usize) -> Result<Loaded> {
+    let file = open_model(args.model.as_deref())?;
+    let tok = file.tokenizer()?;
+    let needs = lfm::model::device_needs(&file)?;
+    let opts = GpuOptions {
+        backends: None,
+        adapter_name: args.adapter.clone(),
+    };
+    let gpu = Arc::new(pollster::block_on(Gpu::new(&opts, &needs))?);
+    let total = file.weight_bytes();
+    let show = total > (64 << 20);
+    let model = GpuModel::upload(gpu, &file, |done, total| {
+        if show {
+            eprint!("\rloading weights: {:5.1}%", 100.0 * done as f64 / total.max(1) as f64);
+        }
+    })?;
+    if show {
+        eprintln!();
+    }
+    if ctx > file.config.max_position_embeddings {
+        bail!(
+            "--ctx {ctx} is larger than the model's {} positions",
+            file.config.max_position_embeddings
+        );
+    }
+    let session = Session::new(
+        Arc::new(model),
+        SessionOptions {
+            ctx,
+            chunk: args.chunk,
+            logits_all,
+        },
+    )?;
+    Ok(Loaded { file, tok, session })
+}
+
+fn sampler(a: &SampleArgs) -> SamplerConfig {
+    let seed = a.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+    });
+    SamplerConfig {
+        temperature: a.temp,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        min_p: a.min_p,
+        repeat_penalty: a.repeat_penalty,
+        repeat_last_n: 64,
+        seed,
+    }
+}
+
+pub fn run(a: RunArgs) -> Result<()> {
+    let mut l = load(&a.model, false, a.model.ctx)?;
+    l.session.set_sampler(sampler(&a.sample))?;
+    let prompt: Vec<u32> = match (&a.prompt_ids, &a.prompt) {
+        (Some(ids), _) => ids.clone(),
+        (None, text) => {
+            let text = text.as_deref().unwrap_or("Once upon a time");
+            if a.chat {
+                l.tok.encode_chat(&[ChatMessage::user(text)], None, true)?
+            } else {
+                l.tok.encode(text)?
+            }
+        }
+    };
+    if prompt.is_empty() {
+        bail!("the prompt is empty");
+    }
+    let tok = &l.tok;
+    let mut dec = StreamDecoder::new(true);
+    let mut out = std::io::stdout().lock();
+    let json = a.json;
+    let mut write_err = None;
+    let eog = |id: u32| !a.ignore_eos && tok.is_eog(id);
+    let stats = l.session.generate(&prompt, a.n, &eog, &mut |id| {
+        let r = (|| -> Result<()> {
+            let text = dec.push(tok, id)?;
+            if json {
+                let line = serde_json::json!({ "id": id, "text": text });
+                writeln!(out, "{line}")?;
+            } else {
+                write!(out, "{text}")?;
+            }
+            out.flush()?;
+            Ok(())
+        })();
+        match r {
+            Ok(()) => true,
+            Err(e) => {
+                write_err = Some(e);
+                false
+            }
+        }
+    })?;
+    if let Some(e) = write_err {
+        return Err(e);
+    }
+    let rest = dec.finish(tok)?;
+    if json {
+        if !rest.is_empty() {
+            eprintln!("(undecodable tail: {rest:?})");
+        }
+        let done = serde_json::json!({
+            "done": true,
+            "prompt_tokens": stats.prompt_tokens,
+            "generated_tokens": stats.generated.len(),
+            "prefill_tok_s": stats.prefill_tok_s(),
+            "decode_tok_s": stats.decode_tok_s(),
+            "device_bytes": l.session.device_bytes(),
+            "stop": stats.stop.as_str(),
+        });
+        writeln!(out, "{done}")?;
+    } else {
+        writeln!(out, "{rest}")?;
+        eprintln!(
+            "[{} prompt tokens, {} generated; prefill {:.1} tok/s, decode {:.1} tok/s; stop: {}; {} on {}]",
+            stats.prompt_tokens,
+            stats.generated.len(),
+            stats.prefill_tok_s(),
+            stats.decode_tok_s(),
+            stats.stop.as_str(),
+            human_bytes(l.session.device_bytes()),
+            l.session.model().gpu.describe()
+        );
+    }
+    Ok(())
+}
+
+pub fn eval(a: EvalArgs) -> Result<()> {
+    let ctx = a.prompt_ids.len().max(1);
+    let mut l = load(&a.model, true, ctx)?;
+    let logits = l.session.eval(&a.prompt_ids)?;
+    let v = l.file.config.vocab_size;
+    lfm::npy::write_f32(&a.logits_out, &[a.prompt_ids.len(), v], &logits)
+        .with_context(|| format!("writing {}", a.logits_out.display()))?;
+    eprintln!(
+        "wrote [{}, {v}] logits to {}",
+        a.prompt_ids.len(),
+        a.logits_out.display()
+    );
+    Ok(())
+}
+
+pub fn chat(a: ChatArgs) -> Result<()> {
+    let mut l = load(&a.model, false, a.model.ctx)?;
+    l.session.set_sampler(sampler(&a.sample))?;
+    if l.tok.chat_template().is_none() {
+        bail!("this model has no chat template");
+    }
+    let mut messages = Vec::new();
+    if let Some(s) = &a.system {
+        messages.push(ChatMessage::system(s.clone()));
+    }
+    eprintln!(
+        "chatting with {} on {} (context {} tokens). /reset starts over, /exit or Ctrl-D quits.",
+        l.file.path.display(),
+        l.session.model().gpu.describe(),
+        l.session.options().ctx
+    );
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    loop {
+        eprint!("> ");
+        std::io::stderr().flush()?;
+        let Some(line) = lines.next() else { break };
+        let line = line?;
+        match line.trim() {
+            "" => continue,
+            "/exit" | "/quit" => break,
+            "/reset" => {
+                messages.retain(|m: &ChatMessage| m.role == "system");
+                l.session.reset();
+                continue;
+            }
+            _ => {}
+        }
+        messages.push(ChatMessage::user(line));
+        let full = l.tok.encode_chat(&messages, None, true)?;
+        let start = l.session.reuse_prefix(&full);
+        let tok = &l.tok;
+        let mut dec = StreamDecoder::new(true);
+        let mut out = std::io::stdout().lock();
+        let stats = l.session.generate(&full[start..], a.n, &|id| tok.is_eog(id), &mut |id| {
+            if let Ok(t) = dec.push(tok, id) {
+                let _ = write!(out, "{t}");
+                let _ = out.flush();
+            }
+            true
+        })?;
+        writeln!(out, "{}", dec.finish(tok)?)?;
+        let reply_ids: Vec<u32> = stats
+            .generated
+            .iter()
+            .copied()
+            .filter(|&id| !tok.is_eog(id))
+            .collect();
+        messages.push(ChatMessage::assistant(tok.decode(&reply_ids, true)?));
+        eprintln!(
+            "[{} new prompt tokens, {} generated, {:.1} tok/s]",
+            full.len() - start,
+            stats.generated.len(),
+            stats.decode_tok_s()
+        );
+        if stats.stop == StopReason::ContextFull {
+            eprintln!("[context full: starting a new conversation]");
+            messages.retain(|m: &ChatMessage| m.role == "system");
+            l.session.reset();
+        }
+    }
+    Ok(())
+}
+
+pub fn human_bytes(b: u64) -> String {
+    let f = b as f64;
+    if f >= (1u64 << 30) as f64 {
+        format!("{:.2} GiB", f / (1u64 << 30) as f64)
+    } else if f >= (1u64 << 20) as f64 {
+        format!("{:.1} MiB", f / (1u64 << 20) as f64)
+    } else {
+        format!("{:.1} KiB", f / 1024.0)
+    }
+}

@@ -1,0 +1,98 @@
+//! `info` and `devices`.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use lfm::gpu::{list_adapters, GpuOptions};
+
+use crate::InfoArgs;
+use crate::commands::{human_bytes, open_model};
+
+pub fn info(a: InfoArgs) -> Result<()> {
+    let f = open_model(a.model.as_deref())?;
+    let c = &f.config;
+    println!("model:        {}", f.path.display());
+    println!("source:       {:?}", f.kind);
+    println!("architecture: lfm2");
+    println!(
+        "layers:       {} ({} conv + {} attention): {}",
+        c.num_layers(),
+        c.num_conv_layers(),
+        c.num_attention_layers(),
+        c.layer_pattern()
+    );
+    println!(
+        "hidden {}, ffn {}, heads {} / {} KV (head_dim {}), vocab {}, conv kernel {}",
+        c.hidden_size, c.ff_size, c.num_heads, c.num_kv_heads, c.head_dim, c.vocab_size, c.conv_kernel
+    );
+    println!(
+        "rope theta {}, rms eps {:e}, max positions {}, tied output: {}",
+        c.rope_theta, c.norm_eps, c.max_position_embeddings, c.tie_embeddings
+    );
+    for (k, v) in f.metadata_summary() {
+        println!("  {k}: {v}");
+    }
+    let mut by_format: BTreeMap<String, (usize, u64)> = BTreeMap::new();
+    println!("\ntensors:");
+    for t in f.tensors.values() {
+        println!("  {:<40} {:<5} {:?}", t.name, t.format.name(), t.shape);
+        let e = by_format.entry(t.format.name().to_string()).or_default();
+        e.0 += 1;
+        e.1 += t.len as u64;
+    }
+    println!("formats:");
+    for (fmt, (n, bytes)) in &by_format {
+        println!("  {fmt:<5} {n:>4} tensors  {}", human_bytes(*bytes));
+    }
+    let weights = f.weight_bytes();
+    // KV is f32 on the device in this build: 4 bytes per element.
+    let kv_per_token = (c.kv_elems_per_token() * 4) as u64;
+    let conv_state = (c.num_conv_layers() * (c.conv_kernel - 1) * c.hidden_size * 4) as u64;
+    let chunk = 128u64;
+    let wide = (3 * c.hidden_size).max(c.q_dim() + 2 * c.kv_dim()).max(c.ff_size) as u64;
+    let scratch = chunk * 4 * (3 * c.hidden_size as u64 + wide + 2 * c.q_dim() as u64)
+        + 4 * c.vocab_size as u64;
+    println!("\nmemory plan (KV f32, prefill chunk {chunk}):");
+    println!("  weights             {}", human_bytes(weights));
+    println!("  KV per token        {kv_per_token} B");
+    println!("  KV at 4K / 32K      {} / {}", human_bytes(kv_per_token * 4096), human_bytes(kv_per_token * 32768));
+    println!("  conv state          {}", human_bytes(conv_state));
+    println!("  scratch             {}", human_bytes(scratch));
+    println!(
+        "  total at 4K / 32K   {} / {}",
+        human_bytes(weights + kv_per_token * 4096 + conv_state + scratch),
+        human_bytes(weights + kv_per_token * 32768 + conv_state + scratch)
+    );
+    Ok(())
+}
+
+pub fn devices() -> Result<()> {
+    let adapters = pollster::block_on(list_adapters(&GpuOptions::default()));
+    if adapters.is_empty() {
+        println!("no GPU adapters found (install a Vulkan driver such as Mesa lavapipe, or set WGPU_BACKEND=gl)");
+        return Ok(());
+    }
+    for (i, a) in adapters.iter().enumerate() {
+        let info = a.get_info();
+        let l = a.limits();
+        println!("[{i}] {}", info.name);
+        println!("    backend {:?}, type {:?}, driver {} {}", info.backend, info.device_type, info.driver, info.driver_info);
+        let f = a.features();
+        let has = |x: wgpu::Features| if f.contains(x) { "yes" } else { "no" };
+        println!(
+            "    shader-f16: {}, subgroups: {}, timestamp queries: {}",
+            has(wgpu::Features::SHADER_F16),
+            has(wgpu::Features::SUBGROUP),
+            has(wgpu::Features::TIMESTAMP_QUERY)
+        );
+        println!(
+            "    max buffer {}, max storage binding {}, storage buffers/stage {}, workgroup storage {} B, invocations/workgroup {}",
+            human_bytes(l.max_buffer_size),
+            human_bytes(l.max_storage_buffer_binding_size),
+            l.max_storage_buffers_per_shader_stage,
+            l.max_compute_workgroup_storage_size,
+            l.max_compute_invocations_per_workgroup
+        );
+    }
+    Ok(())
+}
