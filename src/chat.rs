@@ -88,10 +88,14 @@ impl ChatTemplate {
         env.set_undefined_behavior(UndefinedBehavior::Lenient);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_filter("tojson", tojson_filter);
-        env.add_function("raise_exception", |msg: String| -> std::result::Result<JValue, minijinja::Error> {
-            Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
-        });
-        env.add_template_owned(NAME, source.to_string()).map_err(template_error)?;
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<JValue, minijinja::Error> {
+                Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+            },
+        );
+        env.add_template_owned(NAME, source.to_string())
+            .map_err(template_error)?;
         Ok(ChatTemplate { env })
     }
 
@@ -124,9 +128,8 @@ fn tojson_filter(value: JValue, kwargs: Kwargs) -> std::result::Result<String, m
     let _ensure_ascii: Option<bool> = kwargs.get("ensure_ascii")?;
     let _sort_keys: Option<bool> = kwargs.get("sort_keys")?;
     kwargs.assert_all_used()?;
-    let json = serde_json::to_value(&value).map_err(|e| {
-        minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}"))
-    })?;
+    let json = serde_json::to_value(&value)
+        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
     Ok(to_python_json(&json, indent))
 }
 
@@ -199,7 +202,11 @@ pub fn python_float(f: f64) -> String {
         return "NaN".into();
     }
     if f.is_infinite() {
-        return if f > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+        return if f > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        };
     }
     let sci = format!("{:e}", f.abs());
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
@@ -219,7 +226,11 @@ pub fn python_float(f: f64) -> String {
         format!("{sign}{body}")
     } else {
         let (first, rest) = digits.split_at(1.min(digits.len()));
-        let m = if rest.is_empty() { first.to_string() } else { format!("{first}.{rest}") };
+        let m = if rest.is_empty() {
+            first.to_string()
+        } else {
+            format!("{first}.{rest}")
+        };
         let esign = if exp < 0 { '-' } else { '+' };
         format!("{sign}{m}e{esign}{:02}", exp.abs())
     }
@@ -237,19 +248,27 @@ mod tests {
             to_python_json(&v, None),
             r#"{"name": "f", "b": [1, 2.5, 1e-05, 1e+16, 100.0, -0.0], "é": "ü\n\"", "e": {}, "n": null}"#
         );
-        assert_eq!(to_python_json(&json!([1, {"a": []}]), Some(2)), "[\n  1,\n  {\n    \"a\": []\n  }\n]");
+        assert_eq!(
+            to_python_json(&json!([1, {"a": []}]), Some(2)),
+            "[\n  1,\n  {\n    \"a\": []\n  }\n]"
+        );
         assert_eq!(python_float(0.0001), "0.0001");
         assert_eq!(python_float(123456.789), "123456.789");
         assert_eq!(python_float(1.5e300), "1.5e+300");
     }
 
+    /// Expected strings checked with Python Jinja2 3.1 (trim_blocks, lstrip_blocks).
     #[test]
     fn python_jinja_features() {
         let src = "{%- set ns = namespace(s='') -%}\n{% for m in messages[1:] %}\n  {{ m.role }}:{{ m.content | tojson }}{% if not loop.last %},{% endif %}\n{% endfor %}\n{{ '<b>' }}{{ 'x'.upper() }}{% if tools is none %}N{% endif %}";
         let t = ChatTemplate::new(src).unwrap();
-        let msgs = vec![ChatMessage::system("s"), ChatMessage::user("a<"), ChatMessage::assistant("é")];
+        let msgs = vec![
+            ChatMessage::system("s"),
+            ChatMessage::user("a<"),
+            ChatMessage::assistant("é"),
+        ];
         let out = t.render(&msgs, None, false, "", "").unwrap();
-        assert_eq!(out, "user:\"a<\",assistant:\"é\"<b>XN");
+        assert_eq!(out, "  user:\"a<\",  assistant:\"é\"<b>XN");
         let err = ChatTemplate::new("{{ raise_exception('bad role') }}")
             .unwrap()
             .render::<ChatMessage>(&[], None, false, "", "")

@@ -1,7 +1,6 @@
 //! The model configuration, as read from GGUF metadata or a Hugging Face `config.json`.
-//! See docs/lfm2-spec.md §1 and §3.1.
-
-use serde_json::Value;
+//! See docs/lfm2-spec.md §1 and §3.1. GGUF metadata is read here ([`Lfm2Config::from_gguf`]);
+//! `config.json` in `format::hf` ([`Lfm2Config::from_hf_json`]).
 
 use crate::error::{Error, Result};
 use crate::format::gguf::{GgufFile, GgufValue};
@@ -46,10 +45,16 @@ impl Lfm2Config {
         self.layers.len()
     }
     pub fn num_attention_layers(&self) -> usize {
-        self.layers.iter().filter(|k| **k == LayerKind::Attention).count()
+        self.layers
+            .iter()
+            .filter(|k| **k == LayerKind::Attention)
+            .count()
     }
     pub fn num_conv_layers(&self) -> usize {
-        self.layers.iter().filter(|k| **k == LayerKind::Conv).count()
+        self.layers
+            .iter()
+            .filter(|k| **k == LayerKind::Conv)
+            .count()
     }
     /// Width of the K (and V) projection: `num_kv_heads * head_dim`.
     pub fn kv_dim(&self) -> usize {
@@ -77,7 +82,12 @@ impl Lfm2Config {
 
 /// The SwiGLU width rule of `Lfm2MLP` (spec §1.1): from the raw `intermediate_size`
 /// (`block_ff_dim`), the effective FFN width.
-pub fn swiglu_ff(intermediate: usize, auto_adjust: bool, multiplier: Option<f64>, multiple_of: usize) -> usize {
+pub fn swiglu_ff(
+    intermediate: usize,
+    auto_adjust: bool,
+    multiplier: Option<f64>,
+    multiple_of: usize,
+) -> usize {
     let mut ff = intermediate;
     if auto_adjust {
         ff = 2 * ff / 3;
@@ -109,7 +119,11 @@ impl Lfm2Config {
         use limits::*;
         let range = |field: &str, v: usize, max: usize| -> Result<()> {
             if v == 0 || v > max {
-                return Err(Error::config(file, field, format!("{v} is outside 1..={max}")));
+                return Err(Error::config(
+                    file,
+                    field,
+                    format!("{v} is outside 1..={max}"),
+                ));
             }
             Ok(())
         };
@@ -126,7 +140,10 @@ impl Lfm2Config {
                 return Err(Error::config(
                     file,
                     "num_kv_heads",
-                    format!("{} does not divide num_heads {}", self.num_kv_heads, self.num_heads),
+                    format!(
+                        "{} does not divide num_heads {}",
+                        self.num_kv_heads, self.num_heads
+                    ),
                 ));
             }
             if self.head_dim % 2 != 0 {
@@ -150,10 +167,18 @@ impl Lfm2Config {
             }
         }
         if !(self.norm_eps.is_finite() && self.norm_eps > 0.0 && self.norm_eps < 1.0) {
-            return Err(Error::config(file, "norm_eps", format!("{} is not in (0, 1)", self.norm_eps)));
+            return Err(Error::config(
+                file,
+                "norm_eps",
+                format!("{} is not in (0, 1)", self.norm_eps),
+            ));
         }
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
-            return Err(Error::config(file, "rope_theta", format!("{} is not positive", self.rope_theta)));
+            return Err(Error::config(
+                file,
+                "rope_theta",
+                format!("{} is not positive", self.rope_theta),
+            ));
         }
         for (field, id) in [
             ("bos_token_id", self.bos_token_id),
@@ -170,228 +195,6 @@ impl Lfm2Config {
         }
         Ok(())
     }
-
-    /// From a Hugging Face `config.json` (text). Follows `Lfm2Config.__init__`: missing keys
-    /// take transformers' defaults, legacy keys (`block_ff_dim`, `tie_embedding`, `theta`)
-    /// win over current ones, `layer_types` over `full_attn_idxs`.
-    pub fn from_hf_json(text: &str, file: &str) -> Result<Lfm2Config> {
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| Error::format(file, format!("malformed JSON: {e}")))?;
-        let obj = value
-            .as_object()
-            .ok_or_else(|| Error::format(file, "expected a JSON object at the top level"))?;
-        let j = Json { obj, file };
-        if let Some(mt) = j.str_field("model_type")? {
-            if mt != "lfm2" {
-                return Err(Error::unsupported("architecture", format!("{file}: model_type `{mt}`")));
-            }
-        }
-        if j.bool_field("conv_bias", false)? {
-            return Err(Error::unsupported("config", format!("{file}: conv_bias = true")));
-        }
-        let hidden = j.usize_field("hidden_size", 2560)?;
-        let n_layers = j.usize_field("num_hidden_layers", 32)?;
-        if n_layers > limits::MAX_LAYERS {
-            return Err(Error::config(file, "num_hidden_layers", format!("{n_layers} is implausible")));
-        }
-        let num_heads = j.usize_field("num_attention_heads", 32)?;
-        let intermediate = match j.opt_usize("block_ff_dim")? {
-            Some(v) => v,
-            None => j.usize_field("intermediate_size", 12288)?,
-        };
-        let multiplier = match obj.get("block_ffn_dim_multiplier") {
-            None => Some(1.0),
-            Some(Value::Null) => None,
-            Some(v) => Some(v.as_f64().ok_or_else(|| {
-                Error::config(file, "block_ffn_dim_multiplier", format!("expected a number, got {v}"))
-            })?),
-        };
-        let ff_size = swiglu_ff(
-            intermediate,
-            j.bool_field("block_auto_adjust_ff_dim", true)?,
-            multiplier,
-            j.usize_field("block_multiple_of", 256)?,
-        );
-        let head_dim = match j.opt_usize("head_dim")? {
-            Some(hd) => hd,
-            None => {
-                if num_heads == 0 || hidden % num_heads != 0 {
-                    return Err(Error::config(
-                        file,
-                        "num_attention_heads",
-                        format!("{num_heads} does not divide hidden_size {hidden}"),
-                    ));
-                }
-                hidden / num_heads
-            }
-        };
-        let tie_embeddings = match obj.get("tie_embedding") {
-            Some(Value::Bool(b)) => *b,
-            _ => j.bool_field("tie_word_embeddings", true)?,
-        };
-        Ok(Lfm2Config {
-            vocab_size: j.usize_field("vocab_size", 65536)?,
-            hidden_size: hidden,
-            ff_size,
-            num_heads,
-            num_kv_heads: j.usize_field("num_key_value_heads", 8)?,
-            head_dim,
-            layers: hf_layer_kinds(&j, n_layers)?,
-            norm_eps: j.f64_field("norm_eps", 1e-5)? as f32,
-            rope_theta: hf_rope_theta(&j)? as f32,
-            conv_kernel: j.usize_field("conv_L_cache", 3)?,
-            max_position_embeddings: j.usize_field("max_position_embeddings", 128_000)?,
-            tie_embeddings,
-            bos_token_id: j.token_id("bos_token_id")?,
-            eos_token_id: j.token_id("eos_token_id")?,
-            pad_token_id: j.token_id("pad_token_id")?,
-        })
-    }
-}
-
-/// `layer_types`, else `full_attn_idxs`, else all attention (transformers' rule).
-fn hf_layer_kinds(j: &Json<'_>, n_layers: usize) -> Result<Vec<LayerKind>> {
-    let file = j.file;
-    if let Some(v) = j.obj.get("layer_types").filter(|v| !v.is_null()) {
-        let arr = v
-            .as_array()
-            .ok_or_else(|| Error::config(file, "layer_types", "expected a list of strings"))?;
-        if arr.len() != n_layers {
-            return Err(Error::config(
-                file,
-                "layer_types",
-                format!("has {} entries but num_hidden_layers is {n_layers}", arr.len()),
-            ));
-        }
-        return arr
-            .iter()
-            .enumerate()
-            .map(|(i, t)| match t.as_str() {
-                Some("conv") => Ok(LayerKind::Conv),
-                Some("full_attention" | "attention") => Ok(LayerKind::Attention),
-                _ => Err(Error::config(
-                    file,
-                    "layer_types",
-                    format!("entry {i} is {t}, expected \"conv\" or \"full_attention\""),
-                )),
-            })
-            .collect();
-    }
-    if let Some(v) = j.obj.get("full_attn_idxs").filter(|v| !v.is_null()) {
-        let arr = v
-            .as_array()
-            .ok_or_else(|| Error::config(file, "full_attn_idxs", "expected a list of integers"))?;
-        let mut kinds = vec![LayerKind::Conv; n_layers];
-        for x in arr {
-            let i = x
-                .as_u64()
-                .and_then(|i| usize::try_from(i).ok())
-                .filter(|&i| i < n_layers)
-                .ok_or_else(|| {
-                    Error::config(
-                        file,
-                        "full_attn_idxs",
-                        format!("entry {x} is not a layer index below {n_layers}"),
-                    )
-                })?;
-            kinds[i] = LayerKind::Attention;
-        }
-        return Ok(kinds);
-    }
-    Ok(vec![LayerKind::Attention; n_layers])
-}
-
-/// `theta`, else `rope_theta`, else `rope_parameters` (flat or per layer type), else 1e6.
-fn hf_rope_theta(j: &Json<'_>) -> Result<f64> {
-    for key in ["theta", "rope_theta"] {
-        if let Some(v) = j.opt_f64(key)? {
-            return Ok(v);
-        }
-    }
-    let Some(rp) = j.obj.get("rope_parameters").filter(|v| !v.is_null()) else {
-        return Ok(1e6);
-    };
-    let params = rp.get("full_attention").filter(|v| v.is_object()).unwrap_or(rp);
-    if let Some(t) = params.get("rope_type").and_then(Value::as_str) {
-        if t != "default" {
-            return Err(Error::unsupported(
-                "RoPE scaling",
-                format!("{}: rope_parameters.rope_type `{t}`", j.file),
-            ));
-        }
-    }
-    match params.get("rope_theta") {
-        Some(v) => v.as_f64().ok_or_else(|| {
-            Error::config(j.file, "rope_parameters.rope_theta", format!("expected a number, got {v}"))
-        }),
-        None => Ok(1e6),
-    }
-}
-
-/// Typed access to a JSON object, with errors naming the file and field.
-struct Json<'a> {
-    obj: &'a serde_json::Map<String, Value>,
-    file: &'a str,
-}
-
-impl Json<'_> {
-    fn get(&self, key: &str) -> Option<&Value> {
-        self.obj.get(key).filter(|v| !v.is_null())
-    }
-    fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
-        self.get(key)
-            .map(|v| {
-                v.as_u64().and_then(|x| usize::try_from(x).ok()).ok_or_else(|| {
-                    Error::config(self.file, key, format!("expected a non-negative integer, got {v}"))
-                })
-            })
-            .transpose()
-    }
-    fn usize_field(&self, key: &str, default: usize) -> Result<usize> {
-        Ok(self.opt_usize(key)?.unwrap_or(default))
-    }
-    fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
-        self.get(key)
-            .map(|v| {
-                v.as_f64()
-                    .ok_or_else(|| Error::config(self.file, key, format!("expected a number, got {v}")))
-            })
-            .transpose()
-    }
-    fn f64_field(&self, key: &str, default: f64) -> Result<f64> {
-        Ok(self.opt_f64(key)?.unwrap_or(default))
-    }
-    fn bool_field(&self, key: &str, default: bool) -> Result<bool> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(v) => v
-                .as_bool()
-                .ok_or_else(|| Error::config(self.file, key, format!("expected true/false, got {v}"))),
-        }
-    }
-    fn str_field(&self, key: &str) -> Result<Option<&str>> {
-        self.get(key)
-            .map(|v| {
-                v.as_str()
-                    .ok_or_else(|| Error::config(self.file, key, format!("expected a string, got {v}")))
-            })
-            .transpose()
-    }
-    /// A token id, or the first of a list of ids.
-    fn token_id(&self, key: &str) -> Result<Option<u32>> {
-        let v = match self.get(key) {
-            None => return Ok(None),
-            Some(Value::Array(a)) => match a.first() {
-                None => return Ok(None),
-                Some(v) => v,
-            },
-            Some(v) => v,
-        };
-        v.as_u64()
-            .and_then(|x| u32::try_from(x).ok())
-            .map(Some)
-            .ok_or_else(|| Error::config(self.file, key, format!("expected a token id, got {v}")))
-    }
 }
 
 impl Lfm2Config {
@@ -402,12 +205,19 @@ impl Lfm2Config {
         let file = g.file_name.as_str();
         let arch = g.architecture()?;
         if arch != "lfm2" {
-            return Err(Error::unsupported("architecture", format!("{file}: `{arch}` (expected `lfm2`)")));
+            return Err(Error::unsupported(
+                "architecture",
+                format!("{file}: `{arch}` (expected `lfm2`)"),
+            ));
         }
         let key = |k: &str| format!("lfm2.{k}");
         let n_layers = g.req_u32(&key("block_count"))? as usize;
         if n_layers == 0 || n_layers > limits::MAX_LAYERS {
-            return Err(Error::config(file, key("block_count"), format!("{n_layers} is outside 1..=1024")));
+            return Err(Error::config(
+                file,
+                key("block_count"),
+                format!("{n_layers} is outside 1..=1024"),
+            ));
         }
         let hidden = g.req_u32(&key("embedding_length"))? as usize;
         let ff_size = per_layer_uniform(g, &key("feed_forward_length"), n_layers)?;
@@ -426,7 +236,13 @@ impl Lfm2Config {
                 let nkv = uniform_nonzero(file, &kv_key, &kv)?;
                 let kinds = kv
                     .iter()
-                    .map(|&n| if n == 0 { LayerKind::Conv } else { LayerKind::Attention })
+                    .map(|&n| {
+                        if n == 0 {
+                            LayerKind::Conv
+                        } else {
+                            LayerKind::Attention
+                        }
+                    })
                     .collect();
                 (kinds, nkv)
             }
@@ -543,4 +359,60 @@ fn layer_kinds_from_tensors(g: &GgufFile, n_layers: usize, nkv: usize) -> Result
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swiglu_width_rule_matches_released_sizes() {
+        for (raw, ff) in [
+            (6656, 4608),
+            (10240, 6912),
+            (10368, 6912),
+            (12288, 8192),
+            (16128, 10752),
+        ] {
+            assert_eq!(swiglu_ff(raw, true, Some(1.0), 256), ff, "{raw}");
+        }
+        assert_eq!(swiglu_ff(76, true, Some(1.0), 8), 56);
+        assert_eq!(swiglu_ff(100, true, None, 256), 66);
+        assert_eq!(swiglu_ff(48, false, Some(1.0), 256), 48);
+    }
+
+    #[test]
+    fn validate_names_the_field() {
+        let ok = Lfm2Config {
+            vocab_size: 512,
+            hidden_size: 64,
+            ff_size: 128,
+            num_heads: 4,
+            num_kv_heads: 2,
+            head_dim: 16,
+            layers: vec![LayerKind::Conv, LayerKind::Attention],
+            norm_eps: 1e-5,
+            rope_theta: 1e6,
+            conv_kernel: 3,
+            max_position_embeddings: 128,
+            tie_embeddings: true,
+            bos_token_id: Some(1),
+            eos_token_id: Some(7),
+            pad_token_id: Some(0),
+        };
+        assert!(ok.validate("m").is_ok());
+        let bad = |f: &dyn Fn(&mut Lfm2Config), field: &str| {
+            let mut c = ok.clone();
+            f(&mut c);
+            let msg = c.validate("m.gguf").unwrap_err().to_string();
+            assert!(msg.contains("m.gguf") && msg.contains(field), "{msg}");
+        };
+        bad(&|c| c.hidden_size = 100_000, "hidden_size");
+        bad(&|c| c.vocab_size = 0, "vocab_size");
+        bad(&|c| c.num_kv_heads = 3, "num_kv_heads");
+        bad(&|c| c.head_dim = 15, "head_dim");
+        bad(&|c| c.layers.clear(), "num_layers");
+        bad(&|c| c.norm_eps = f32::NAN, "norm_eps");
+        bad(&|c| c.eos_token_id = Some(600), "eos_token_id");
+    }
 }

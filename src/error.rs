@@ -72,14 +72,22 @@ impl Error {
             msg: msg.into(),
         }
     }
-    pub fn tensor(file: impl fmt::Display, tensor: impl Into<String>, msg: impl Into<String>) -> Self {
+    pub fn tensor(
+        file: impl fmt::Display,
+        tensor: impl Into<String>,
+        msg: impl Into<String>,
+    ) -> Self {
         Error::Tensor {
             file: file.to_string(),
             tensor: tensor.into(),
             msg: msg.into(),
         }
     }
-    pub fn config(file: impl fmt::Display, field: impl Into<String>, msg: impl Into<String>) -> Self {
+    pub fn config(
+        file: impl fmt::Display,
+        field: impl Into<String>,
+        msg: impl Into<String>,
+    ) -> Self {
         Error::Config {
             file: file.to_string(),
             field: field.into(),

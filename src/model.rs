@@ -224,7 +224,9 @@ impl<P: FnMut(u64, u64)> Uploader<'_, P> {
             if cols % 8 != 0 || t.len % 4 != 0 {
                 return Err(Error::unsupported(
                     "matrix width",
-                    format!("tensor `{n}` has rows of {cols} elements; the kernels need a multiple of 8"),
+                    format!(
+                        "tensor `{n}` has rows of {cols} elements; the kernels need a multiple of 8"
+                    ),
                 ));
             }
             rows += t.shape[0];

@@ -43,7 +43,10 @@ impl SamplerConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidArgument(m));
         if !self.temperature.is_finite() || self.temperature < 0.0 {
-            return bad(format!("temperature must be >= 0, got {}", self.temperature));
+            return bad(format!(
+                "temperature must be >= 0, got {}",
+                self.temperature
+            ));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad(format!("top-p must be in (0, 1], got {}", self.top_p));
@@ -52,10 +55,16 @@ impl SamplerConfig {
             return bad(format!("min-p must be in [0, 1], got {}", self.min_p));
         }
         if !self.repeat_penalty.is_finite() || self.repeat_penalty <= 0.0 {
-            return bad(format!("repeat penalty must be > 0, got {}", self.repeat_penalty));
+            return bad(format!(
+                "repeat penalty must be > 0, got {}",
+                self.repeat_penalty
+            ));
         }
         if self.repeat_last_n > 256 {
-            return bad(format!("repeat-last-n must be <= 256, got {}", self.repeat_last_n));
+            return bad(format!(
+                "repeat-last-n must be <= 256, got {}",
+                self.repeat_last_n
+            ));
         }
         Ok(())
     }

@@ -17,7 +17,7 @@ use crate::model::{GpuMatrix, GpuModel, Mixer};
 use crate::ops::attention::{self, AttnShape};
 use crate::ops::linear::{self, Epilogue};
 use crate::ops::sample::{self, SampleParams};
-use crate::ops::{conv, embed, norm, Params, State};
+use crate::ops::{Params, State, conv, embed, norm};
 use crate::sampling::SamplerConfig;
 
 /// How a session is sized.
@@ -146,7 +146,9 @@ impl Session {
     pub fn new(model: Arc<GpuModel>, opts: SessionOptions) -> Result<Session> {
         let c = &model.config;
         if opts.ctx == 0 || opts.chunk == 0 {
-            return Err(Error::InvalidArgument("context and chunk must be > 0".into()));
+            return Err(Error::InvalidArgument(
+                "context and chunk must be > 0".into(),
+            ));
         }
         let attn = AttnShape {
             n_heads: c.num_heads,
@@ -168,7 +170,10 @@ impl Session {
         for (i, kind) in c.layers.iter().enumerate() {
             layer_state.push(match kind {
                 LayerKind::Conv => (
-                    gpu.storage(&format!("conv_state.{i}"), (c.conv_kernel as u64 - 1) * h * f),
+                    gpu.storage(
+                        &format!("conv_state.{i}"),
+                        (c.conv_kernel as u64 - 1) * h * f,
+                    ),
                     None,
                 ),
                 LayerKind::Attention => (
@@ -190,10 +195,7 @@ impl Session {
             last: gpu.storage("last", h * f),
             logits: gpu.storage("logits", if opts.logits_all { ch * v * f } else { v * f }),
             part_o: gpu.storage("part_o", (attn.n_splits() as u64) * qd * f),
-            part_ml: gpu.storage(
-                "part_ml",
-                (attn.n_splits() * c.num_heads * 2) as u64 * f,
-            ),
+            part_ml: gpu.storage("part_ml", (attn.n_splits() * c.num_heads * 2) as u64 * f),
             layer_state,
         };
         let slots = [

@@ -36,7 +36,11 @@ impl Session {
             gpu.dispatch(&spec, &b, linear::gemv_groups(n))
         } else {
             let spec = linear::gemm_spec(m.format, e, m.cols, n, y_stride, y_off)?;
-            gpu.dispatch(&spec, &[&self.s.params, &m.buf, x, y], linear::gemm_groups(n, t))
+            gpu.dispatch(
+                &spec,
+                &[&self.s.params, &m.buf, x, y],
+                linear::gemm_groups(n, t),
+            )
         }
     }
 
@@ -70,16 +74,43 @@ impl Session {
                     out_proj,
                 } => {
                     if t == 1 {
-                        d.push(self.linear(in_proj, Epilogue::ShortConv, 1, &s.xn, &s.mix, h, 0, &[conv_w, st])?);
+                        d.push(self.linear(
+                            in_proj,
+                            Epilogue::ShortConv,
+                            1,
+                            &s.xn,
+                            &s.mix,
+                            h,
+                            0,
+                            &[conv_w, st],
+                        )?);
                     } else {
-                        d.push(self.linear(in_proj, Epilogue::Plain, t, &s.xn, &s.wide, 3 * h, 0, &[])?);
+                        d.push(self.linear(
+                            in_proj,
+                            Epilogue::Plain,
+                            t,
+                            &s.xn,
+                            &s.wide,
+                            3 * h,
+                            0,
+                            &[],
+                        )?);
                         d.push(gpu.dispatch(
                             &conv::short_conv_spec(h, c.conv_kernel),
                             &[&s.params, &s.wide, conv_w, st, &s.mix],
                             conv::short_conv_groups(h),
                         )?);
                     }
-                    d.push(self.linear(out_proj, Epilogue::Residual, t, &s.mix, &s.x, h, 0, &[])?);
+                    d.push(self.linear(
+                        out_proj,
+                        Epilogue::Residual,
+                        t,
+                        &s.mix,
+                        &s.x,
+                        h,
+                        0,
+                        &[],
+                    )?);
                 }
                 Mixer::Attention {
                     q,
@@ -89,13 +120,34 @@ impl Session {
                     q_norm,
                     k_norm,
                 } => {
-                    let vc = st2.as_ref().ok_or_else(|| Error::Gpu("attention layer without V ring".into()))?;
+                    let vc = st2
+                        .as_ref()
+                        .ok_or_else(|| Error::Gpu("attention layer without V ring".into()))?;
                     d.push(self.linear(q, Epilogue::Plain, t, &s.xn, &s.wide, qkv_w, 0, &[])?);
                     d.push(self.linear(k, Epilogue::Plain, t, &s.xn, &s.wide, qkv_w, qd, &[])?);
-                    d.push(self.linear(v, Epilogue::Plain, t, &s.xn, &s.wide, qkv_w, qd + kvd, &[])?);
+                    d.push(self.linear(
+                        v,
+                        Epilogue::Plain,
+                        t,
+                        &s.xn,
+                        &s.wide,
+                        qkv_w,
+                        qd + kvd,
+                        &[],
+                    )?);
                     d.push(gpu.dispatch(
                         &attention::prep_spec(a),
-                        &[&s.params, &s.state, &s.wide, q_norm, k_norm, &m.inv_freq, &s.q, st, vc],
+                        &[
+                            &s.params,
+                            &s.state,
+                            &s.wide,
+                            q_norm,
+                            k_norm,
+                            &m.inv_freq,
+                            &s.q,
+                            st,
+                            vc,
+                        ],
                         attention::prep_groups(a, t),
                     )?);
                     if t == 1 {
@@ -120,14 +172,32 @@ impl Session {
                 }
             }
             d.push(rms(&s.x, &layer.ffn_norm, &s.xn, false)?);
-            d.push(self.linear(&layer.gate_up, Epilogue::SwiGlu, t, &s.xn, &s.wide, ff, 0, &[])?);
+            d.push(self.linear(
+                &layer.gate_up,
+                Epilogue::SwiGlu,
+                t,
+                &s.xn,
+                &s.wide,
+                ff,
+                0,
+                &[],
+            )?);
             d.push(self.linear(&layer.down, Epilogue::Residual, t, &s.wide, &s.x, h, 0, &[])?);
         }
         let advance = || gpu.dispatch(&sample::advance_spec(), &[&s.params, &s.state], [1, 1, 1]);
         match tail {
             Tail::Sample => {
                 d.push(rms(&s.x, &m.final_norm, &s.last, true)?);
-                d.push(self.linear(m.head(), Epilogue::Plain, 1, &s.last, &s.logits, c.vocab_size, 0, &[])?);
+                d.push(self.linear(
+                    m.head(),
+                    Epilogue::Plain,
+                    1,
+                    &s.last,
+                    &s.logits,
+                    c.vocab_size,
+                    0,
+                    &[],
+                )?);
                 d.push(gpu.dispatch(
                     &sample::sample_spec(c.vocab_size),
                     &[&s.params, &s.sample_params, &s.state, &s.tokens, &s.logits],
@@ -137,7 +207,16 @@ impl Session {
             Tail::Advance => d.push(advance()?),
             Tail::LogitsAll => {
                 d.push(rms(&s.x, &m.final_norm, &s.xn, false)?);
-                d.push(self.linear(m.head(), Epilogue::Plain, t, &s.xn, &s.logits, c.vocab_size, 0, &[])?);
+                d.push(self.linear(
+                    m.head(),
+                    Epilogue::Plain,
+                    t,
+                    &s.xn,
+                    &s.logits,
+                    c.vocab_size,
+                    0,
+                    &[],
+                )?);
                 d.push(advance()?);
             }
         }
@@ -146,18 +225,26 @@ impl Session {
 
     /// Records one batch into one encoder and submits it; with `readback`, the token sampled
     /// for position `pos + t` is copied into that slot and mapped asynchronously.
-    fn submit(&mut self, t: usize, tail: Tail, readback: Option<usize>) -> Result<wgpu::SubmissionIndex> {
+    fn submit(
+        &mut self,
+        t: usize,
+        tail: Tail,
+        readback: Option<usize>,
+    ) -> Result<wgpu::SubmissionIndex> {
         let gpu = self.model.gpu.clone();
         let params = Params {
             n_tokens: t as u32,
             _pad: [0; 3],
         };
-        gpu.queue.write_buffer(&self.s.params, 0, bytemuck::bytes_of(&params));
+        gpu.queue
+            .write_buffer(&self.s.params, 0, bytemuck::bytes_of(&params));
         self.plan(t, tail)?;
         let plan = &self.plans[&(t, tail)];
-        let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("lfm step"),
-        });
+        let mut enc = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("lfm step"),
+            });
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("lfm forward"),
@@ -239,7 +326,11 @@ impl Session {
         let mut out = Vec::with_capacity(ids.len() * v);
         for chunk in ids.chunks(self.opts.chunk) {
             self.submit(chunk.len(), Tail::LogitsAll, None)?;
-            out.extend(self.model.gpu.read_f32(&self.s.logits, 0, chunk.len() * v)?);
+            out.extend(
+                self.model
+                    .gpu
+                    .read_f32(&self.s.logits, 0, chunk.len() * v)?,
+            );
         }
         Ok(out)
     }
@@ -290,7 +381,10 @@ impl Session {
                 if i + 1 < n_chunks {
                     self.submit(c.len(), Tail::Advance, None)?;
                 } else {
-                    inflight.push_back((next_slot, self.submit(c.len(), Tail::Sample, Some(next_slot))?));
+                    inflight.push_back((
+                        next_slot,
+                        self.submit(c.len(), Tail::Sample, Some(next_slot))?,
+                    ));
                     next_slot ^= 1;
                 }
             }
@@ -298,7 +392,8 @@ impl Session {
         let mut first_at = None;
         loop {
             // Keep one step queued behind the one being read back.
-            let can_step = stats.generated.len() + inflight.len() < max_new && self.pos < self.opts.ctx;
+            let can_step =
+                stats.generated.len() + inflight.len() < max_new && self.pos < self.opts.ctx;
             if can_step && inflight.len() < 2 {
                 inflight.push_back((next_slot, self.submit(1, Tail::Sample, Some(next_slot))?));
                 next_slot ^= 1;

@@ -92,7 +92,10 @@ fn parse_json_file(bytes: Option<&[u8]>, name: &str) -> Result<Option<Value>> {
 
 impl Tokenizer {
     /// From `tokenizer.json` bytes and an optional `tokenizer_config.json`.
-    pub fn from_json_bytes(tokenizer_json: &[u8], tokenizer_config: Option<&[u8]>) -> Result<Tokenizer> {
+    pub fn from_json_bytes(
+        tokenizer_json: &[u8],
+        tokenizer_config: Option<&[u8]>,
+    ) -> Result<Tokenizer> {
         Self::from_hf_files(tokenizer_json, tokenizer_config, None, "tokenizer.json")
     }
 
@@ -120,7 +123,10 @@ impl Tokenizer {
                 .or_else(|| config_ids(gen_cfg, &format!("{key}_id")).first().copied())
         };
         let (bos, eos, pad) = (id_of("bos_token"), id_of("eos_token"), id_of("pad_token"));
-        let add_bos = match cfg.and_then(|c| c.get("add_bos_token")).and_then(Value::as_bool) {
+        let add_bos = match cfg
+            .and_then(|c| c.get("add_bos_token"))
+            .and_then(Value::as_bool)
+        {
             Some(b) => b,
             // No config: whatever the post-processor adds to an empty input.
             None => match (bos, inner.encode_fast("", true)) {
@@ -135,7 +141,9 @@ impl Tokenizer {
                     .iter()
                     .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
                     .or_else(|| list.first());
-                pick.and_then(|t| t.get("template")).and_then(Value::as_str).map(str::to_string)
+                pick.and_then(|t| t.get("template"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
             }
             _ => None,
         };
@@ -166,9 +174,11 @@ impl Tokenizer {
         eog.extend(extra_eog);
         eog.extend(EOG_TEXTS.iter().filter_map(|t| inner.token_to_id(t)));
         let mut seen = Vec::new();
-        eog.retain(|&id| (id as usize) < vocab_size && !seen.contains(&id) && {
-            seen.push(id);
-            true
+        eog.retain(|&id| {
+            (id as usize) < vocab_size && !seen.contains(&id) && {
+                seen.push(id);
+                true
+            }
         });
         Tokenizer {
             inner,
@@ -209,7 +219,9 @@ impl Tokenizer {
             other => {
                 return Err(Error::unsupported(
                     "tokenizer pre-tokenizer",
-                    format!("{file}: tokenizer.ggml.pre `{other}` (supported: lfm2, llama3, llama-bpe)"),
+                    format!(
+                        "{file}: tokenizer.ggml.pre `{other}` (supported: lfm2, llama3, llama-bpe)"
+                    ),
                 ));
             }
         };
@@ -222,7 +234,11 @@ impl Tokenizer {
                 .enumerate()
                 .map(|(i, v)| {
                     v.as_i64().ok_or_else(|| {
-                        Error::config(file, "tokenizer.ggml.token_type", format!("element {i} is not an integer"))
+                        Error::config(
+                            file,
+                            "tokenizer.ggml.token_type",
+                            format!("element {i} is not an integer"),
+                        )
                     })
                 })
                 .collect::<Result<_>>()?,
@@ -241,10 +257,18 @@ impl Tokenizer {
             .enumerate()
             .map(|(i, m)| {
                 // As llama.cpp: split at the first space after the first character.
-                let pos = m.char_indices().skip(1).find(|&(_, c)| c == ' ').map(|(p, _)| p);
+                let pos = m
+                    .char_indices()
+                    .skip(1)
+                    .find(|&(_, c)| c == ' ')
+                    .map(|(p, _)| p);
                 match pos {
                     Some(p) => Ok(json!([&m[..p], &m[p + 1..]])),
-                    None => Err(Error::config(file, "tokenizer.ggml.merges", format!("entry {i} `{m}` has no space"))),
+                    None => Err(Error::config(
+                        file,
+                        "tokenizer.ggml.merges",
+                        format!("entry {i} `{m}` has no space"),
+                    )),
                 }
             })
             .collect::<Result<Vec<_>>>()?;
@@ -252,7 +276,9 @@ impl Tokenizer {
         let mut added = Vec::new();
         for (id, (tok, ty)) in tokens.iter().zip(&types).enumerate() {
             if vocab.contains_key(*tok) {
-                log::warn!("{file}: token {id} `{tok}` duplicates an earlier token; keeping the first");
+                log::warn!(
+                    "{file}: token {id} `{tok}` duplicates an earlier token; keeping the first"
+                );
             } else {
                 vocab.insert(tok.to_string(), json!(id));
             }
@@ -286,9 +312,11 @@ impl Tokenizer {
         let n = tokens.len();
         let id = |key: &str| -> Result<Option<u32>> {
             match g.get_u32(key)? {
-                Some(id) if id as usize >= n => {
-                    Err(Error::config(file, key, format!("{id} is not below the vocabulary size {n}")))
-                }
+                Some(id) if id as usize >= n => Err(Error::config(
+                    file,
+                    key,
+                    format!("{id} is not below the vocabulary size {n}"),
+                )),
                 other => Ok(other),
             }
         };
@@ -297,13 +325,16 @@ impl Tokenizer {
             id("tokenizer.ggml.eos_token_id")?,
             id("tokenizer.ggml.padding_token_id")?,
         ];
-        let add_bos = g.get_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(true) && ids[0].is_some();
+        let add_bos =
+            g.get_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(true) && ids[0].is_some();
         let mut extra_eog = Vec::new();
         for key in ["tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
             extra_eog.extend(id(key)?);
         }
         let template = g.get_str("tokenizer.chat_template")?.map(str::to_string);
-        Ok(Tokenizer::assemble(inner, file, n, ids, add_bos, extra_eog, template))
+        Ok(Tokenizer::assemble(
+            inner, file, n, ids, add_bos, extra_eog, template,
+        ))
     }
 
     /// The model's rule: BOS first iff `add_bos`, then the text (special tokens recognised).
@@ -330,7 +361,10 @@ impl Tokenizer {
         if let Some(bad) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
             return Err(tok_err(
                 &self.source_name,
-                format!("token id {bad} is outside the vocabulary ({})", self.vocab_size),
+                format!(
+                    "token id {bad} is outside the vocabulary ({})",
+                    self.vocab_size
+                ),
             ));
         }
         self.inner
@@ -381,7 +415,8 @@ impl Tokenizer {
     }
 
     fn special_text(&self, id: Option<u32>) -> String {
-        id.and_then(|i| self.inner.id_to_token(i)).unwrap_or_default()
+        id.and_then(|i| self.inner.id_to_token(i))
+            .unwrap_or_default()
     }
 
     /// Renders the chat template (see [`crate::chat`]).
@@ -391,10 +426,12 @@ impl Tokenizer {
         tools: Option<&[Value]>,
         add_generation_prompt: bool,
     ) -> Result<String> {
-        let src = self
-            .chat_template
-            .as_deref()
-            .ok_or_else(|| Error::Template(format!("{}: the model has no chat template", self.source_name)))?;
+        let src = self.chat_template.as_deref().ok_or_else(|| {
+            Error::Template(format!(
+                "{}: the model has no chat template",
+                self.source_name
+            ))
+        })?;
         ChatTemplate::new(src)?.render(
             messages,
             tools,

@@ -7,9 +7,15 @@ use lfm::ops;
 #[test]
 fn every_variant_validates_with_naga() {
     let variants = ops::all_variants();
-    assert!(variants.len() > 20, "expected every variant, got {}", variants.len());
+    assert!(
+        variants.len() > 20,
+        "expected every variant, got {}",
+        variants.len()
+    );
     for spec in variants {
-        let src = spec.source().unwrap_or_else(|e| panic!("{}: {e}", spec.label()));
+        let src = spec
+            .source()
+            .unwrap_or_else(|e| panic!("{}: {e}", spec.label()));
         shader::validate(&spec.label(), &src).unwrap_or_else(|e| panic!("{e}"));
     }
 }

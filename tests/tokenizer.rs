@@ -20,26 +20,40 @@ fn load_json(name: &str) -> Result<Vec<Value>> {
 }
 
 fn ids(v: &Value, key: &str) -> Result<Vec<u32>> {
-    let arr = v.get(key).and_then(Value::as_array).with_context(|| format!("no `{key}`"))?;
+    let arr = v
+        .get(key)
+        .and_then(Value::as_array)
+        .with_context(|| format!("no `{key}`"))?;
     arr.iter()
         .map(|x| x.as_u64().map(|x| x as u32).context("id"))
         .collect()
 }
 
 fn text<'a>(v: &'a Value, key: &str) -> Result<&'a str> {
-    v.get(key).and_then(Value::as_str).with_context(|| format!("no `{key}`"))
+    v.get(key)
+        .and_then(Value::as_str)
+        .with_context(|| format!("no `{key}`"))
 }
 
 /// The tokenizer from tokenizer.json (HF dir), and from each GGUF's metadata.
 fn tokenizers() -> Result<Vec<(String, Tokenizer)>> {
     let mut out = Vec::new();
-    for name in ["tiny-a", "tiny-b", "tiny-a-f32.gguf", "tiny-a-f16.gguf", "tiny-b-bf16.gguf"] {
+    for name in [
+        "tiny-a",
+        "tiny-b",
+        "tiny-a-f32.gguf",
+        "tiny-a-f16.gguf",
+        "tiny-b-bf16.gguf",
+    ] {
         let model = ModelFile::open(&fixtures().join(name))?;
         out.push((name.to_string(), model.tokenizer()?));
     }
     let json = std::fs::read(fixtures().join("tiny-a/tokenizer.json"))?;
     let cfg = std::fs::read(fixtures().join("tiny-a/tokenizer_config.json"))?;
-    out.push(("from_json_bytes".to_string(), Tokenizer::from_json_bytes(&json, Some(&cfg))?));
+    out.push((
+        "from_json_bytes".to_string(),
+        Tokenizer::from_json_bytes(&json, Some(&cfg))?,
+    ));
     Ok(out)
 }
 
@@ -57,12 +71,24 @@ fn ids_match_hf_tokenizers() -> Result<()> {
             assert_eq!(tok.encode(t)?, ids(case, "ids")?, "{name}: encode({t:?})");
             let raw = ids(case, "ids_no_special")?;
             assert_eq!(tok.encode_raw(t)?, raw, "{name}: encode_raw({t:?})");
-            assert_eq!(tok.decode(&raw, false)?, text(case, "decoded")?, "{name}: decode {t:?}");
+            assert_eq!(
+                tok.decode(&raw, false)?,
+                text(case, "decoded")?,
+                "{name}: decode {t:?}"
+            );
             let with_bos = ids(case, "ids")?;
-            assert_eq!(tok.decode(&with_bos, true)?, text(case, "decoded_skip_special")?, "{name}: {t:?}");
+            assert_eq!(
+                tok.decode(&with_bos, true)?,
+                text(case, "decoded_skip_special")?,
+                "{name}: {t:?}"
+            );
             if let Some(pieces) = case.get("tokens_no_special").and_then(Value::as_array) {
                 for (id, piece) in raw.iter().zip(pieces) {
-                    assert_eq!(tok.token_piece(*id).as_deref(), piece.as_str(), "{name}: piece {id}");
+                    assert_eq!(
+                        tok.token_piece(*id).as_deref(),
+                        piece.as_str(),
+                        "{name}: piece {id}"
+                    );
                 }
             }
         }
@@ -81,7 +107,10 @@ fn stream_decoder_concatenates_to_decode() -> Result<()> {
             let mut out = String::new();
             for &id in &all {
                 let piece = dec.push(&tok, id)?;
-                assert!(!piece.contains('\u{FFFD}'), "incomplete char emitted: {piece:?}");
+                assert!(
+                    !piece.contains('\u{FFFD}'),
+                    "incomplete char emitted: {piece:?}"
+                );
                 out.push_str(&piece);
             }
             out.push_str(&dec.finish(&tok)?);
@@ -90,10 +119,19 @@ fn stream_decoder_concatenates_to_decode() -> Result<()> {
     }
     // A character split across byte tokens is held back until complete.
     let bytes = tok.encode_raw("日")?;
-    assert!(bytes.len() > 1, "expected a multi-token character, got {bytes:?}");
+    assert!(
+        bytes.len() > 1,
+        "expected a multi-token character, got {bytes:?}"
+    );
     let mut dec = StreamDecoder::new(false);
-    let pieces: Vec<String> = bytes.iter().map(|&id| dec.push(&tok, id)).collect::<lfm::Result<_>>()?;
-    assert!(pieces[..pieces.len() - 1].iter().all(String::is_empty), "{pieces:?}");
+    let pieces: Vec<String> = bytes
+        .iter()
+        .map(|&id| dec.push(&tok, id))
+        .collect::<lfm::Result<_>>()?;
+    assert!(
+        pieces[..pieces.len() - 1].iter().all(String::is_empty),
+        "{pieces:?}"
+    );
     assert_eq!(pieces.last().map(String::as_str), Some("日"));
     Ok(())
 }
@@ -102,7 +140,10 @@ fn stream_decoder_concatenates_to_decode() -> Result<()> {
 fn decode_rejects_ids_outside_the_vocabulary() -> Result<()> {
     let (_, tok) = tokenizers()?.into_iter().next().context("tokenizer")?;
     let msg = tok.decode(&[5, 360], false).unwrap_err().to_string();
-    assert!(msg.contains("360") && msg.contains("tokenizer.json"), "{msg}");
+    assert!(
+        msg.contains("360") && msg.contains("tokenizer.json"),
+        "{msg}"
+    );
     assert_eq!(tok.token_text(6).as_deref(), Some("<|im_start|>"));
     assert_eq!(tok.token_text(100_000), None);
     Ok(())
@@ -116,12 +157,25 @@ fn chat_template_matches_transformers() -> Result<()> {
         assert!(tok.chat_template().is_some(), "{name}");
         for case in &cases {
             let case_name = text(case, "name")?;
-            let messages = case.get("messages").and_then(Value::as_array).context("messages")?;
-            let tools = case.get("tools").and_then(Value::as_array).map(Vec::as_slice);
-            let add_gen = case.get("add_generation_prompt").and_then(Value::as_bool).unwrap_or(false);
+            let messages = case
+                .get("messages")
+                .and_then(Value::as_array)
+                .context("messages")?;
+            let tools = case
+                .get("tools")
+                .and_then(Value::as_array)
+                .map(Vec::as_slice);
+            let add_gen = case
+                .get("add_generation_prompt")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
             let rendered = tok.render_chat(messages, tools, add_gen)?;
             assert_eq!(rendered, text(case, "rendered")?, "{name}: {case_name}");
-            assert_eq!(tok.encode_chat(messages, tools, add_gen)?, ids(case, "ids")?, "{name}: {case_name}");
+            assert_eq!(
+                tok.encode_chat(messages, tools, add_gen)?,
+                ids(case, "ids")?,
+                "{name}: {case_name}"
+            );
         }
     }
     Ok(())
@@ -141,27 +195,41 @@ fn gguf_tokenizer_errors_are_clear() -> Result<()> {
             None => w.remove(key),
         };
         let b = w.to_bytes();
-        match GgufFile::parse(&b, b.len() as u64, "tok.gguf").and_then(|g| Tokenizer::from_gguf(&g)) {
+        match GgufFile::parse(&b, b.len() as u64, "tok.gguf").and_then(|g| Tokenizer::from_gguf(&g))
+        {
             Ok(_) => panic!("{key}: expected an error"),
             Err(e) => e.to_string(),
         }
     };
-    let msg = with("tokenizer.ggml.model", Some(GgufValue::String("llama".into())));
+    let msg = with(
+        "tokenizer.ggml.model",
+        Some(GgufValue::String("llama".into())),
+    );
     assert!(msg.contains("tok.gguf") && msg.contains("llama"), "{msg}");
-    let msg = with("tokenizer.ggml.pre", Some(GgufValue::String("qwen2".into())));
+    let msg = with(
+        "tokenizer.ggml.pre",
+        Some(GgufValue::String("qwen2".into())),
+    );
     assert!(msg.contains("tok.gguf") && msg.contains("qwen2"), "{msg}");
     let msg = with("tokenizer.ggml.tokens", None);
     assert!(msg.contains("tokenizer.ggml.tokens"), "{msg}");
     let msg = with("tokenizer.ggml.eos_token_id", Some(GgufValue::U32(5000)));
-    assert!(msg.contains("tokenizer.ggml.eos_token_id") && msg.contains("5000"), "{msg}");
+    assert!(
+        msg.contains("tokenizer.ggml.eos_token_id") && msg.contains("5000"),
+        "{msg}"
+    );
     Ok(())
 }
 
 #[test]
 fn malformed_tokenizer_files() {
-    let msg = Tokenizer::from_json_bytes(b"{not json", None).unwrap_err().to_string();
+    let msg = Tokenizer::from_json_bytes(b"{not json", None)
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("tokenizer.json"), "{msg}");
     let json = std::fs::read(fixtures().join("tiny-a/tokenizer.json")).unwrap_or_default();
-    let msg = Tokenizer::from_json_bytes(&json, Some(b"[1, 2")).unwrap_err().to_string();
+    let msg = Tokenizer::from_json_bytes(&json, Some(b"[1, 2"))
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("tokenizer_config.json"), "{msg}");
 }

@@ -4,13 +4,13 @@ use std::io::{BufRead, Write};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use lfm::ModelFile;
 use lfm::chat::ChatMessage;
 use lfm::gpu::{Gpu, GpuOptions};
 use lfm::model::GpuModel;
 use lfm::sampling::SamplerConfig;
 use lfm::session::{Session, SessionOptions, StopReason};
 use lfm::tokenizer::{StreamDecoder, Tokenizer};
-use lfm::ModelFile;
 
 use crate::{ChatArgs, EvalArgs, ModelArgs, RunArgs, SampleArgs};
 
@@ -45,7 +45,10 @@ pub fn load(args: &ModelArgs, logits_all: bool, ctx: usize) -> Result<Loaded> {
     let show = total > (64 << 20);
     let model = GpuModel::upload(gpu, &file, |done, total| {
         if show {
-            eprint!("\rloading weights: {:5.1}%", 100.0 * done as f64 / total.max(1) as f64);
+            eprint!(
+                "\rloading weights: {:5.1}%",
+                100.0 * done as f64 / total.max(1) as f64
+            );
         }
     })?;
     if show {
@@ -217,13 +220,15 @@ pub fn chat(a: ChatArgs) -> Result<()> {
         let tok = &l.tok;
         let mut dec = StreamDecoder::new(true);
         let mut out = std::io::stdout().lock();
-        let stats = l.session.generate(&full[start..], a.n, &|id| tok.is_eog(id), &mut |id| {
-            if let Ok(t) = dec.push(tok, id) {
-                let _ = write!(out, "{t}");
-                let _ = out.flush();
-            }
-            true
-        })?;
+        let stats = l
+            .session
+            .generate(&full[start..], a.n, &|id| tok.is_eog(id), &mut |id| {
+                if let Ok(t) = dec.push(tok, id) {
+                    let _ = write!(out, "{t}");
+                    let _ = out.flush();
+                }
+                true
+            })?;
         writeln!(out, "{}", dec.finish(tok)?)?;
         let reply_ids: Vec<u32> = stats
             .generated

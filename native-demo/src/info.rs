@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use lfm::gpu::{list_adapters, GpuOptions};
+use lfm::gpu::{GpuOptions, list_adapters};
 
 use crate::InfoArgs;
 use crate::commands::{human_bytes, open_model};
@@ -23,7 +23,13 @@ pub fn info(a: InfoArgs) -> Result<()> {
     );
     println!(
         "hidden {}, ffn {}, heads {} / {} KV (head_dim {}), vocab {}, conv kernel {}",
-        c.hidden_size, c.ff_size, c.num_heads, c.num_kv_heads, c.head_dim, c.vocab_size, c.conv_kernel
+        c.hidden_size,
+        c.ff_size,
+        c.num_heads,
+        c.num_kv_heads,
+        c.head_dim,
+        c.vocab_size,
+        c.conv_kernel
     );
     println!(
         "rope theta {}, rms eps {:e}, max positions {}, tied output: {}",
@@ -49,13 +55,19 @@ pub fn info(a: InfoArgs) -> Result<()> {
     let kv_per_token = (c.kv_elems_per_token() * 4) as u64;
     let conv_state = (c.num_conv_layers() * (c.conv_kernel - 1) * c.hidden_size * 4) as u64;
     let chunk = 128u64;
-    let wide = (3 * c.hidden_size).max(c.q_dim() + 2 * c.kv_dim()).max(c.ff_size) as u64;
+    let wide = (3 * c.hidden_size)
+        .max(c.q_dim() + 2 * c.kv_dim())
+        .max(c.ff_size) as u64;
     let scratch = chunk * 4 * (3 * c.hidden_size as u64 + wide + 2 * c.q_dim() as u64)
         + 4 * c.vocab_size as u64;
     println!("\nmemory plan (KV f32, prefill chunk {chunk}):");
     println!("  weights             {}", human_bytes(weights));
     println!("  KV per token        {kv_per_token} B");
-    println!("  KV at 4K / 32K      {} / {}", human_bytes(kv_per_token * 4096), human_bytes(kv_per_token * 32768));
+    println!(
+        "  KV at 4K / 32K      {} / {}",
+        human_bytes(kv_per_token * 4096),
+        human_bytes(kv_per_token * 32768)
+    );
     println!("  conv state          {}", human_bytes(conv_state));
     println!("  scratch             {}", human_bytes(scratch));
     println!(
@@ -69,14 +81,19 @@ pub fn info(a: InfoArgs) -> Result<()> {
 pub fn devices() -> Result<()> {
     let adapters = pollster::block_on(list_adapters(&GpuOptions::default()));
     if adapters.is_empty() {
-        println!("no GPU adapters found (install a Vulkan driver such as Mesa lavapipe, or set WGPU_BACKEND=gl)");
+        println!(
+            "no GPU adapters found (install a Vulkan driver such as Mesa lavapipe, or set WGPU_BACKEND=gl)"
+        );
         return Ok(());
     }
     for (i, a) in adapters.iter().enumerate() {
         let info = a.get_info();
         let l = a.limits();
         println!("[{i}] {}", info.name);
-        println!("    backend {:?}, type {:?}, driver {} {}", info.backend, info.device_type, info.driver, info.driver_info);
+        println!(
+            "    backend {:?}, type {:?}, driver {} {}",
+            info.backend, info.device_type, info.driver, info.driver_info
+        );
         let f = a.features();
         let has = |x: wgpu::Features| if f.contains(x) { "yes" } else { "no" };
         println!(

@@ -247,7 +247,12 @@ impl GgufFile {
         let version = r.u32(&|| "version".to_string())?;
         match version {
             2 | 3 => {}
-            1 => return Err(Error::unsupported("GGUF version", format!("{file_name}: GGUF v1"))),
+            1 => {
+                return Err(Error::unsupported(
+                    "GGUF version",
+                    format!("{file_name}: GGUF v1"),
+                ));
+            }
             v if v.swap_bytes() == 2 || v.swap_bytes() == 3 => {
                 return Err(Error::unsupported(
                     "GGUF byte order",
@@ -274,11 +279,17 @@ impl GgufFile {
             let key = r.string(&|| format!("key of metadata entry {i}"))?;
             let ty = r.u32(&|| format!("type of metadata `{key}`"))?;
             let ty = GgufType::from_u32(ty).ok_or_else(|| {
-                Error::format(file_name, format!("metadata `{key}`: unknown value type {ty}"))
+                Error::format(
+                    file_name,
+                    format!("metadata `{key}`: unknown value type {ty}"),
+                )
             })?;
             let value = r.value(ty, &key, 0)?;
             if kv_index.insert(key.clone(), metadata.len()).is_some() {
-                return Err(Error::format(file_name, format!("duplicate metadata key `{key}`")));
+                return Err(Error::format(
+                    file_name,
+                    format!("duplicate metadata key `{key}`"),
+                ));
             }
             metadata.push((key, value));
         }
@@ -288,7 +299,11 @@ impl GgufFile {
         for i in 0..n_tensors {
             let t = read_tensor_info(&mut r, i)?;
             if tensor_index.insert(t.name.clone(), tensors.len()).is_some() {
-                return Err(Error::tensor(file_name, &t.name, "appears twice in the tensor index"));
+                return Err(Error::tensor(
+                    file_name,
+                    &t.name,
+                    "appears twice in the tensor index",
+                ));
             }
             tensors.push(t);
         }
@@ -358,7 +373,10 @@ impl GgufFile {
                 return Err(Error::tensor(
                     file,
                     &t.name,
-                    format!("data offset {} is not a multiple of the alignment {align}", t.offset),
+                    format!(
+                        "data offset {} is not a multiple of the alignment {align}",
+                        t.offset
+                    ),
                 ));
             }
             if t.offset.checked_add(size).is_none_or(|end| end > data_len) {
@@ -404,7 +422,10 @@ impl GgufFile {
     /// Any integer type whose value fits in u64.
     pub fn get_u64(&self, key: &str) -> Result<Option<u64>> {
         self.get(key)
-            .map(|v| v.as_u64().ok_or_else(|| self.wrong_type(key, "a non-negative integer", v)))
+            .map(|v| {
+                v.as_u64()
+                    .ok_or_else(|| self.wrong_type(key, "a non-negative integer", v))
+            })
             .transpose()
     }
 
@@ -422,7 +443,11 @@ impl GgufFile {
     /// f32/f64, or an integer.
     pub fn get_f32(&self, key: &str) -> Result<Option<f32>> {
         self.get(key)
-            .map(|v| v.as_f64().map(|x| x as f32).ok_or_else(|| self.wrong_type(key, "a number", v)))
+            .map(|v| {
+                v.as_f64()
+                    .map(|x| x as f32)
+                    .ok_or_else(|| self.wrong_type(key, "a number", v))
+            })
             .transpose()
     }
 
@@ -434,13 +459,19 @@ impl GgufFile {
 
     pub fn get_str(&self, key: &str) -> Result<Option<&str>> {
         self.get(key)
-            .map(|v| v.as_str().ok_or_else(|| self.wrong_type(key, "a string", v)))
+            .map(|v| {
+                v.as_str()
+                    .ok_or_else(|| self.wrong_type(key, "a string", v))
+            })
             .transpose()
     }
 
     pub fn get_arr(&self, key: &str) -> Result<Option<&[GgufValue]>> {
         self.get(key)
-            .map(|v| v.as_array().ok_or_else(|| self.wrong_type(key, "an array", v)))
+            .map(|v| {
+                v.as_array()
+                    .ok_or_else(|| self.wrong_type(key, "an array", v))
+            })
             .transpose()
     }
 
@@ -452,13 +483,15 @@ impl GgufFile {
         arr.iter()
             .enumerate()
             .map(|(i, v)| {
-                v.as_u64().and_then(|x| u32::try_from(x).ok()).ok_or_else(|| {
-                    Error::config(
-                        &self.file_name,
-                        key,
-                        format!("element {i}: expected a u32, got {}", v.short_display()),
-                    )
-                })
+                v.as_u64()
+                    .and_then(|x| u32::try_from(x).ok())
+                    .ok_or_else(|| {
+                        Error::config(
+                            &self.file_name,
+                            key,
+                            format!("element {i}: expected a u32, got {}", v.short_display()),
+                        )
+                    })
             })
             .collect::<Result<Vec<_>>>()
             .map(Some)
@@ -523,7 +556,11 @@ fn read_tensor_info(r: &mut Reader<'_>, i: usize) -> Result<GgufTensorInfo> {
     }
     let numel = ne.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
     if numel.is_none_or(|n| n > (1u64 << 48)) {
-        return Err(Error::tensor(file, &name, format!("absurd dimensions {ne:?}")));
+        return Err(Error::tensor(
+            file,
+            &name,
+            format!("absurd dimensions {ne:?}"),
+        ));
     }
     let ggml_type = r.u32(&|| format!("type of tensor `{name}`"))?;
     let format = QuantFormat::from_ggml_type(ggml_type).ok_or_else(|| {

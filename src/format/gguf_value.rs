@@ -293,7 +293,13 @@ impl GgufWriter {
         self
     }
 
-    pub fn add_tensor(&mut self, name: &str, ne: &[u64], ggml_type: u32, data: Vec<u8>) -> &mut Self {
+    pub fn add_tensor(
+        &mut self,
+        name: &str,
+        ne: &[u64],
+        ggml_type: u32,
+        data: Vec<u8>,
+    ) -> &mut Self {
         self.tensors.push(WriterTensor {
             name: name.to_string(),
             ne: ne.to_vec(),

@@ -71,7 +71,8 @@ impl Storage {
         {
             // SAFETY: the map is read-only. Like every mmap-based loader we assume the file is not
             // truncated or rewritten while the model is open.
-            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path.display(), e))?;
+            let map =
+                unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path.display(), e))?;
             Ok(Storage::Mmap(map))
         }
         #[cfg(target_arch = "wasm32")]
@@ -79,7 +80,8 @@ impl Storage {
             use std::io::Read;
             let mut v = Vec::new();
             let mut file = file;
-            file.read_to_end(&mut v).map_err(|e| Error::io(path.display(), e))?;
+            file.read_to_end(&mut v)
+                .map_err(|e| Error::io(path.display(), e))?;
             Ok(Storage::Owned(v))
         }
     }
@@ -120,9 +122,19 @@ impl ModelFile {
         if meta.is_dir() {
             let (info, storages, tensors) = hf::open_dir(path)?;
             let file = path.join("config.json").display().to_string();
-            return ModelFile::finish(path, SourceKind::HfDir, info.config.clone(), tensors, storages, Source::Hf(info), &file);
+            return ModelFile::finish(
+                path,
+                SourceKind::HfDir,
+                info.config.clone(),
+                tensors,
+                storages,
+                Source::Hf(info),
+                &file,
+            );
         }
-        let is_gguf = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+        let is_gguf = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
         if !is_gguf {
             return Err(Error::format(
                 path.display(),
@@ -146,9 +158,14 @@ impl ModelFile {
         let mut tensors = BTreeMap::new();
         for t in &g.tensors {
             let to_usize = |v: u64| {
-                usize::try_from(v).map_err(|_| Error::tensor(&file, &t.name, "too large for this platform"))
+                usize::try_from(v)
+                    .map_err(|_| Error::tensor(&file, &t.name, "too large for this platform"))
             };
-            let shape = t.shape().into_iter().map(to_usize).collect::<Result<Vec<_>>>()?;
+            let shape = t
+                .shape()
+                .into_iter()
+                .map(to_usize)
+                .collect::<Result<Vec<_>>>()?;
             let entry = TensorEntry {
                 name: t.name.clone(),
                 shape,
@@ -159,7 +176,15 @@ impl ModelFile {
             };
             tensors.insert(t.name.clone(), entry);
         }
-        ModelFile::finish(path, SourceKind::Gguf, config, tensors, vec![storage], Source::Gguf(g), &file)
+        ModelFile::finish(
+            path,
+            SourceKind::Gguf,
+            config,
+            tensors,
+            vec![storage],
+            Source::Gguf(g),
+            &file,
+        )
     }
 
     fn finish(
@@ -295,7 +320,11 @@ impl ModelFile {
             Source::Gguf(g) => {
                 out.push(("format".to_string(), format!("GGUF v{}", g.version)));
                 out.push(("alignment".to_string(), g.alignment.to_string()));
-                out.extend(g.metadata.iter().map(|(k, v)| (k.clone(), v.short_display())));
+                out.extend(
+                    g.metadata
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.short_display())),
+                );
             }
             Source::Hf(info) => {
                 out.push(("format".to_string(), "Hugging Face safetensors".to_string()));
@@ -309,7 +338,12 @@ impl ModelFile {
 /// Every tensor the config requires, with its row-major shape (`output.weight` only when the
 /// embeddings are not tied).
 pub fn expected_tensors(config: &Lfm2Config) -> Vec<(String, Vec<usize>)> {
-    let (h, v, ff, l) = (config.hidden_size, config.vocab_size, config.ff_size, config.conv_kernel);
+    let (h, v, ff, l) = (
+        config.hidden_size,
+        config.vocab_size,
+        config.ff_size,
+        config.conv_kernel,
+    );
     let (hd, q, kv) = (config.head_dim, config.q_dim(), config.kv_dim());
     let mut out = vec![
         ("token_embd.weight".to_string(), vec![v, h]),

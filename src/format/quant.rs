@@ -83,7 +83,10 @@ impl QuantFormat {
     }
     /// Whether the GPU kernels of this build can run this format.
     pub fn gpu_supported(self) -> bool {
-        matches!(self, QuantFormat::F32 | QuantFormat::F16 | QuantFormat::BF16)
+        matches!(
+            self,
+            QuantFormat::F32 | QuantFormat::F16 | QuantFormat::BF16
+        )
     }
 
     /// Dequantize `bytes` (a whole number of rows/blocks) to f32 on the CPU. Used by the CPU

@@ -123,16 +123,23 @@ impl Gpu {
                 Ok(())
             }
         };
-        check("storage bindings", needs.max_binding, have.max_storage_buffer_binding_size)?;
+        check(
+            "storage bindings",
+            needs.max_binding,
+            have.max_storage_buffer_binding_size,
+        )?;
         check("buffers", needs.max_buffer, have.max_buffer_size)?;
         if needs.storage_buffers_per_stage > have.max_storage_buffers_per_shader_stage {
             return Err(Error::Gpu(format!(
                 "adapter `{}` allows {} storage buffers per stage, kernels need {}",
-                info.name, have.max_storage_buffers_per_shader_stage, needs.storage_buffers_per_stage
+                info.name,
+                have.max_storage_buffers_per_shader_stage,
+                needs.storage_buffers_per_stage
             )));
         }
-        limits.max_storage_buffer_binding_size =
-            limits.max_storage_buffer_binding_size.max(needs.max_binding);
+        limits.max_storage_buffer_binding_size = limits
+            .max_storage_buffer_binding_size
+            .max(needs.max_binding);
         limits.max_buffer_size = limits.max_buffer_size.max(needs.max_buffer);
         limits.max_storage_buffers_per_shader_stage = limits
             .max_storage_buffers_per_shader_stage

@@ -175,3 +175,21 @@ impl Dispatch {
         pass.dispatch_workgroups(self.groups[0], self.groups[1], self.groups[2]);
     }
 }
+
+impl Gpu {
+    /// Records `dispatches` into one compute pass, submits, and waits (tests and benchmarks).
+    pub fn run_blocking(&self, dispatches: &[&Dispatch]) -> Result<()> {
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            for d in dispatches {
+                d.record(&mut pass);
+            }
+        }
+        self.queue.submit([enc.finish()]);
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("device poll: {e}")))?;
+        Ok(())
+    }
+}

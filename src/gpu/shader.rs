@@ -10,18 +10,42 @@ use crate::error::{Error, Result};
 /// Every WGSL file, embedded so the browser build needs no file system.
 pub const SOURCES: &[(&str, &str)] = &[
     ("common.wgsl", include_str!("../../shaders/common.wgsl")),
-    ("formats/f32.wgsl", include_str!("../../shaders/formats/f32.wgsl")),
-    ("formats/f16.wgsl", include_str!("../../shaders/formats/f16.wgsl")),
-    ("formats/bf16.wgsl", include_str!("../../shaders/formats/bf16.wgsl")),
+    (
+        "formats/f32.wgsl",
+        include_str!("../../shaders/formats/f32.wgsl"),
+    ),
+    (
+        "formats/f16.wgsl",
+        include_str!("../../shaders/formats/f16.wgsl"),
+    ),
+    (
+        "formats/bf16.wgsl",
+        include_str!("../../shaders/formats/bf16.wgsl"),
+    ),
     ("embed.wgsl", include_str!("../../shaders/embed.wgsl")),
     ("rms_norm.wgsl", include_str!("../../shaders/rms_norm.wgsl")),
     ("gemv.wgsl", include_str!("../../shaders/gemv.wgsl")),
     ("gemm.wgsl", include_str!("../../shaders/gemm.wgsl")),
-    ("short_conv.wgsl", include_str!("../../shaders/short_conv.wgsl")),
-    ("attn_prep.wgsl", include_str!("../../shaders/attn_prep.wgsl")),
-    ("attn_prefill.wgsl", include_str!("../../shaders/attn_prefill.wgsl")),
-    ("attn_decode.wgsl", include_str!("../../shaders/attn_decode.wgsl")),
-    ("attn_reduce.wgsl", include_str!("../../shaders/attn_reduce.wgsl")),
+    (
+        "short_conv.wgsl",
+        include_str!("../../shaders/short_conv.wgsl"),
+    ),
+    (
+        "attn_prep.wgsl",
+        include_str!("../../shaders/attn_prep.wgsl"),
+    ),
+    (
+        "attn_prefill.wgsl",
+        include_str!("../../shaders/attn_prefill.wgsl"),
+    ),
+    (
+        "attn_decode.wgsl",
+        include_str!("../../shaders/attn_decode.wgsl"),
+    ),
+    (
+        "attn_reduce.wgsl",
+        include_str!("../../shaders/attn_reduce.wgsl"),
+    ),
     ("sample.wgsl", include_str!("../../shaders/sample.wgsl")),
     ("advance.wgsl", include_str!("../../shaders/advance.wgsl")),
 ];
@@ -74,7 +98,12 @@ fn expand(file: &str, d: &Defines, out: &mut String, depth: usize) -> Result<()>
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, v)| *v)
-            .ok_or_else(|| err(line, format!("`#if {name}`: `{name}` is not declared by this kernel")))
+            .ok_or_else(|| {
+                err(
+                    line,
+                    format!("`#if {name}`: `{name}` is not declared by this kernel"),
+                )
+            })
     };
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
@@ -108,7 +137,10 @@ fn expand(file: &str, d: &Defines, out: &mut String, depth: usize) -> Result<()>
                     path = path.replace(&format!("{{{k}}}"), v);
                 }
                 if path.contains('{') {
-                    return Err(err(line, format!("unresolved variable in include `{path}`")));
+                    return Err(err(
+                        line,
+                        format!("unresolved variable in include `{path}`"),
+                    ));
                 }
                 expand(&path, d, out, depth + 1)?;
             }

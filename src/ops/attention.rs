@@ -61,7 +61,9 @@ fn base(file: &'static str, a: &AttnShape) -> KernelSpec {
 }
 
 pub fn prep_spec(a: &AttnShape) -> KernelSpec {
-    base("attn_prep.wgsl", a).u("NKV", a.n_kv_heads).c("EPS", a.eps)
+    base("attn_prep.wgsl", a)
+        .u("NKV", a.n_kv_heads)
+        .c("EPS", a.eps)
 }
 
 pub fn prep_groups(a: &AttnShape, t: usize) -> [u32; 3] {

@@ -54,7 +54,13 @@ pub const GEMV_WG: usize = 64;
 pub const GEMM_TILE: usize = 32;
 
 /// GEMV for `n` outputs of length-`k` rows. Bindings: w, x, y [, conv_w, conv_state].
-pub fn gemv_spec(f: QuantFormat, e: Epilogue, k: usize, n: usize, y_off: usize) -> Result<KernelSpec> {
+pub fn gemv_spec(
+    f: QuantFormat,
+    e: Epilogue,
+    k: usize,
+    n: usize,
+    y_off: usize,
+) -> Result<KernelSpec> {
     let mut s = KernelSpec::new("gemv.wgsl", e.defines(f)?)
         .u("K", k)
         .u("N", n)
@@ -87,5 +93,9 @@ pub fn gemm_spec(
 }
 
 pub fn gemm_groups(n: usize, t: usize) -> [u32; 3] {
-    [n.div_ceil(GEMM_TILE) as u32, t.div_ceil(GEMM_TILE) as u32, 1]
+    [
+        n.div_ceil(GEMM_TILE) as u32,
+        t.div_ceil(GEMM_TILE) as u32,
+        1,
+    ]
 }

@@ -9,9 +9,9 @@ pub mod linear;
 pub mod norm;
 pub mod sample;
 
+use crate::error::{Error, Result};
 use crate::format::QuantFormat;
 use crate::gpu::KernelSpec;
-use crate::error::{Error, Result};
 
 /// Mirror of `Params` in shaders/common.wgsl (uniform, written by the CPU before a submit).
 #[repr(C)]

@@ -50,7 +50,11 @@ pub fn advance_spec() -> KernelSpec {
 /// Order-preserving u32 key of an f32 (as `key_of` in the shader).
 pub fn key_of(v: f32) -> u32 {
     let b = v.to_bits();
-    if b & 0x8000_0000 != 0 { !b } else { b | 0x8000_0000 }
+    if b & 0x8000_0000 != 0 {
+        !b
+    } else {
+        b | 0x8000_0000
+    }
 }
 
 fn pcg(v: u32) -> u32 {
@@ -102,7 +106,11 @@ pub fn allowed(logits: &[f32], p: &SampleParams) -> Vec<(u32, f64)> {
         }
     }
     if p.top_p < 1.0 {
-        let z: f32 = logits.iter().filter(|&&l| key_of(l) >= thr).map(|&l| w(l)).sum();
+        let z: f32 = logits
+            .iter()
+            .filter(|&&l| key_of(l) >= thr)
+            .map(|&l| w(l))
+            .sum();
         let target = p.top_p * z;
         let mut thr_p = thr;
         for bit in (0..32).rev() {
@@ -110,7 +118,11 @@ pub fn allowed(logits: &[f32], p: &SampleParams) -> Vec<(u32, f64)> {
             if cand < thr {
                 continue;
             }
-            let m: f32 = logits.iter().filter(|&&l| key_of(l) >= cand).map(|&l| w(l)).sum();
+            let m: f32 = logits
+                .iter()
+                .filter(|&&l| key_of(l) >= cand)
+                .map(|&l| w(l))
+                .sum();
             if m >= target {
                 thr_p = cand;
             }

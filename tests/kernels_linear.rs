@@ -1,0 +1,198 @@
+//! GEMV, GEMM, RMSNorm and embedding kernels against their CPU references, on every test
+//! backend, for every weight format and epilogue, at sizes that are not multiples of the
+//! workgroup (rows, tokens and row length). Tolerance: relative 1e-5 to 1e-4 (f32 sums in a
+//! different order).
+
+mod gpu_common;
+
+use gpu_common::*;
+use lfm::QuantFormat;
+use lfm::ops::{self, linear, linear::Epilogue};
+use lfm::reference::ops as cpu;
+
+const TOL: f32 = 2e-5;
+
+#[test]
+fn gemv_every_format_and_epilogue() {
+    for (backend, gpu) in gpus() {
+        let mut rng = Rng::new(1);
+        for &f in ops::GPU_FORMATS {
+            for e in Epilogue::ALL {
+                for (k, n) in [(64, 1), (136, 67), (256, 5)] {
+                    let na = e.rows_per_output();
+                    let scale = 1.0 / (k as f32).sqrt();
+                    let (wb, w) = encode(f, &rng.vec(na * n * k, scale));
+                    let x = rng.vec(k, 1.0);
+                    let y0 = rng.vec(n + 3, 1.0);
+                    let y_off = if e == Epilogue::Plain { 3 } else { 0 };
+                    let wbuf = gpu.storage_init("w", &wb);
+                    let xbuf = upload(&gpu, &x);
+                    let ybuf = upload(&gpu, &y0);
+                    let conv_w = rng.vec(n * 3, 1.0);
+                    let st = rng.vec(2 * n, 1.0); // [L-1, N]
+                    let cwb = upload(&gpu, &conv_w);
+                    let stb = upload(&gpu, &st);
+                    let spec = linear::gemv_spec(f, e, k, n, y_off).expect("spec");
+                    let mut bufs = vec![&wbuf, &xbuf, &ybuf];
+                    if e == Epilogue::ShortConv {
+                        bufs.extend([&cwb, &stb]);
+                    }
+                    let d = gpu
+                        .dispatch(&spec, &bufs, linear::gemv_groups(n))
+                        .expect("dispatch");
+                    gpu.run_blocking(&[&d]).expect("run");
+                    let got = read(&gpu, &ybuf, n + 3);
+                    let dots = cpu::matvec(&w, na * n, k, &x);
+                    let mut want = y0.clone();
+                    let what = format!("{backend} gemv {f} {e:?} k={k} n={n}");
+                    match e {
+                        Epilogue::Plain => want[3..3 + n].copy_from_slice(&dots),
+                        Epilogue::Residual => (0..n).for_each(|i| want[i] += dots[i]),
+                        Epilogue::SwiGlu => {
+                            want[..n].copy_from_slice(&cpu::swiglu(&dots[..n], &dots[n..]))
+                        }
+                        Epilogue::ShortConv => {
+                            // CPU state is [N, L-1]; the kernel's is [L-1, N].
+                            let mut s: Vec<f32> = (0..n).flat_map(|c| [st[c], st[n + c]]).collect();
+                            want[..n]
+                                .copy_from_slice(&cpu::short_conv_step(&mut s, &dots, &conv_w, n));
+                            let got_st = read(&gpu, &stb, 2 * n);
+                            let want_st: Vec<f32> = (0..2)
+                                .flat_map(|j| (0..n).map(move |c| (j, c)))
+                                .map(|(j, c)| s[c * 2 + j])
+                                .collect();
+                            assert_close(&format!("{what} state"), &got_st, &want_st, TOL);
+                        }
+                    }
+                    assert_close(&what, &got, &want, TOL);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gemm_every_format_and_epilogue() {
+    for (backend, gpu) in gpus() {
+        let mut rng = Rng::new(2);
+        for &f in ops::GPU_FORMATS {
+            for e in [Epilogue::Plain, Epilogue::Residual, Epilogue::SwiGlu] {
+                for (t, k, n) in [(3, 64, 5), (33, 136, 40), (70, 64, 67)] {
+                    let na = e.rows_per_output();
+                    let (wb, w) = encode(f, &rng.vec(na * n * k, 1.0 / (k as f32).sqrt()));
+                    let x = rng.vec(t * k, 1.0);
+                    let stride = n + 2;
+                    let y_off = 1;
+                    let y0 = rng.vec(t * stride, 1.0);
+                    let wbuf = gpu.storage_init("w", &wb);
+                    let (xbuf, ybuf, pbuf) = (upload(&gpu, &x), upload(&gpu, &y0), params(&gpu, t));
+                    let spec = linear::gemm_spec(f, e, k, n, stride, y_off).expect("spec");
+                    let d = gpu
+                        .dispatch(
+                            &spec,
+                            &[&pbuf, &wbuf, &xbuf, &ybuf],
+                            linear::gemm_groups(n, t),
+                        )
+                        .expect("dispatch");
+                    gpu.run_blocking(&[&d]).expect("run");
+                    let got = read(&gpu, &ybuf, t * stride);
+                    let dots = cpu::matmul(&w, na * n, k, &x, t); // [t, na * n]
+                    let mut want = y0.clone();
+                    for ti in 0..t {
+                        let r = &dots[ti * na * n..(ti + 1) * na * n];
+                        for j in 0..n {
+                            let o = ti * stride + y_off + j;
+                            want[o] = match e {
+                                Epilogue::Plain => r[j],
+                                Epilogue::Residual => want[o] + r[j],
+                                _ => cpu::silu(r[j]) * r[n + j],
+                            };
+                        }
+                    }
+                    assert_close(
+                        &format!("{backend} gemm {f} {e:?} t={t} k={k} n={n}"),
+                        &got,
+                        &want,
+                        TOL,
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn rms_norm_rows_and_last_row() {
+    for (backend, gpu) in gpus() {
+        let mut rng = Rng::new(3);
+        for (t, h) in [(1, 64), (5, 100), (3, 1000)] {
+            let x = rng.vec(t * h, 2.0);
+            let w = rng.vec(h, 1.0);
+            let (xb, wb, pb) = (upload(&gpu, &x), upload(&gpu, &w), params(&gpu, t));
+            let yb = gpu.storage("y", (t * h * 4) as u64);
+            let want: Vec<f32> = x
+                .chunks(h)
+                .flat_map(|r| cpu::rms_norm(r, &w, 1e-5))
+                .collect();
+            for last in [false, true] {
+                let spec = ops::norm::rms_norm_spec(h, 1e-5, last);
+                let d = gpu
+                    .dispatch(
+                        &spec,
+                        &[&pb, &xb, &wb, &yb],
+                        ops::norm::rms_norm_groups(t, last),
+                    )
+                    .expect("dispatch");
+                gpu.run_blocking(&[&d]).expect("run");
+                let what = format!("{backend} rms_norm t={t} h={h} last_row={last}");
+                if last {
+                    assert_close(&what, &read(&gpu, &yb, h), &want[(t - 1) * h..], TOL);
+                } else {
+                    assert_close(&what, &read(&gpu, &yb, t * h), &want, TOL);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn embed_reads_ids_from_the_token_ring() {
+    for (backend, gpu) in gpus() {
+        let mut rng = Rng::new(4);
+        for &f in ops::GPU_FORMATS {
+            let (v, h) = (37, 72);
+            let (wb, w) = encode(f, &rng.vec(v * h, 1.0));
+            let ring = [5u32, 9, 36, 0, 17, 4];
+            let (pos, t) = (2, 3);
+            let wbuf = gpu.storage_init("w", &wb);
+            let (pb, sb, tb) = (params(&gpu, t), state(&gpu, pos), upload_u32(&gpu, &ring));
+            let xb = gpu.storage("x", (t * h * 4) as u64);
+            let spec = ops::embed::embed_spec(f, h, v).expect("spec");
+            let d = gpu
+                .dispatch(
+                    &spec,
+                    &[&pb, &sb, &tb, &wbuf, &xb],
+                    ops::embed::embed_groups(t),
+                )
+                .expect("dispatch");
+            gpu.run_blocking(&[&d]).expect("run");
+            let want: Vec<f32> = ring[pos..pos + t]
+                .iter()
+                .flat_map(|&id| w[id as usize * h..(id as usize + 1) * h].to_vec())
+                .collect();
+            assert_close(
+                &format!("{backend} embed {f}"),
+                &read(&gpu, &xb, t * h),
+                &want,
+                0.0,
+            );
+        }
+    }
+}
+
+#[test]
+fn unsupported_format_is_a_clear_error() {
+    let e =
+        linear::gemv_spec(QuantFormat::Q4K, Epilogue::Plain, 256, 4, 0).expect_err("q4_K accepted");
+    assert!(e.to_string().contains("q4_K"), "{e}");
+}
