@@ -208,7 +208,17 @@ pub fn python_float(f: f64) -> String {
             "-Infinity".into()
         };
     }
-    let sci = format!("{:e}", f.abs());
+    let mut sci = format!("{:e}", f.abs());
+    // When the shortest digits are a tie, Python rounds half to even and Rust's shortest mode
+    // rounds up; Rust's exact mode at the same length rounds like Python.
+    let n_digits = sci
+        .split('e')
+        .next()
+        .map_or(0, |m| m.chars().filter(char::is_ascii_digit).count());
+    let exact = format!("{:.*e}", n_digits.saturating_sub(1), f.abs());
+    if exact.parse::<f64>() == Ok(f.abs()) {
+        sci = exact;
+    }
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
     let digits: String = mantissa.chars().filter(|c| c.is_ascii_digit()).collect();
@@ -255,6 +265,11 @@ mod tests {
         assert_eq!(python_float(0.0001), "0.0001");
         assert_eq!(python_float(123456.789), "123456.789");
         assert_eq!(python_float(1.5e300), "1.5e+300");
+        // A tie in the shortest digits: Python rounds half to even.
+        assert_eq!(
+            python_float(985_298_908_721_596.0 + 0.25),
+            "985298908721596.2"
+        );
     }
 
     /// Expected strings checked with Python Jinja2 3.1 (trim_blocks, lstrip_blocks).

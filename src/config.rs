@@ -136,7 +136,7 @@ impl Lfm2Config {
             range("num_heads", self.num_heads, MAX_HEADS)?;
             range("num_kv_heads", self.num_kv_heads, self.num_heads)?;
             range("head_dim", self.head_dim, MAX_HEAD_DIM)?;
-            if self.num_heads % self.num_kv_heads != 0 {
+            if !self.num_heads.is_multiple_of(self.num_kv_heads) {
                 return Err(Error::config(
                     file,
                     "num_kv_heads",
@@ -146,7 +146,7 @@ impl Lfm2Config {
                     ),
                 ));
             }
-            if self.head_dim % 2 != 0 {
+            if !self.head_dim.is_multiple_of(2) {
                 return Err(Error::config(
                     file,
                     "head_dim",
@@ -255,7 +255,7 @@ impl Lfm2Config {
         let head_dim = match g.get_u32(&key("attention.key_length"))? {
             Some(hd) => hd as usize,
             None => {
-                if num_heads == 0 || hidden % num_heads != 0 {
+                if num_heads == 0 || !hidden.is_multiple_of(num_heads) {
                     return Err(Error::config(
                         file,
                         key("attention.head_count"),

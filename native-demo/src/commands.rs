@@ -83,7 +83,7 @@ fn sampler(a: &SampleArgs) -> SamplerConfig {
         top_k: a.top_k,
         top_p: a.top_p,
         min_p: a.min_p,
-        repeat_penalty: a.repeat_penalty,
+        repeat_penalty: if a.temp == 0.0 { 1.0 } else { a.repeat_penalty }, // --temp 0 = plain argmax
         repeat_last_n: 64,
         seed,
     }

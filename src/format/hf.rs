@@ -174,7 +174,9 @@ pub fn index_safetensors(
     let (header_len, meta) = SafeTensors::read_metadata(bytes)
         .map_err(|e| Error::format(file, format!("invalid safetensors file: {e}")))?;
     let data_start = 8 + header_len;
-    for (hf_name, info) in meta.tensors() {
+    let mut infos: Vec<_> = meta.tensors().into_iter().collect();
+    infos.sort_by(|a, b| a.0.cmp(&b.0));
+    for (hf_name, info) in infos {
         let Some(name) = hf_to_gguf_name(&hf_name) else {
             log::warn!("{file}: skipping tensor `{hf_name}` (not an LFM2 weight)");
             continue;
@@ -268,13 +270,13 @@ impl Lfm2Config {
             .as_object()
             .ok_or_else(|| Error::format(file, "expected a JSON object at the top level"))?;
         let j = Json { obj, file };
-        if let Some(mt) = j.str_field("model_type")? {
-            if mt != "lfm2" {
-                return Err(Error::unsupported(
-                    "architecture",
-                    format!("{file}: model_type `{mt}`"),
-                ));
-            }
+        if let Some(mt) = j.str_field("model_type")?
+            && mt != "lfm2"
+        {
+            return Err(Error::unsupported(
+                "architecture",
+                format!("{file}: model_type `{mt}`"),
+            ));
         }
         if j.bool_field("conv_bias", false)? {
             return Err(Error::unsupported(
@@ -316,7 +318,7 @@ impl Lfm2Config {
         let head_dim = match j.opt_usize("head_dim")? {
             Some(hd) => hd,
             None => {
-                if num_heads == 0 || hidden % num_heads != 0 {
+                if num_heads == 0 || !hidden.is_multiple_of(num_heads) {
                     return Err(Error::config(
                         file,
                         "num_attention_heads",
@@ -419,13 +421,13 @@ fn hf_rope_theta(j: &Json<'_>) -> Result<f64> {
         .get("full_attention")
         .filter(|v| v.is_object())
         .unwrap_or(rp);
-    if let Some(t) = params.get("rope_type").and_then(Value::as_str) {
-        if t != "default" {
-            return Err(Error::unsupported(
-                "RoPE scaling",
-                format!("{}: rope_parameters.rope_type `{t}`", j.file),
-            ));
-        }
+    if let Some(t) = params.get("rope_type").and_then(Value::as_str)
+        && t != "default"
+    {
+        return Err(Error::unsupported(
+            "RoPE scaling",
+            format!("{}: rope_parameters.rope_type `{t}`", j.file),
+        ));
     }
     match params.get("rope_theta") {
         Some(v) => v.as_f64().ok_or_else(|| {

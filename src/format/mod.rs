@@ -136,9 +136,17 @@ impl ModelFile {
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
         if !is_gguf {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            let in_dir = name.as_deref() == Some("config.json")
+                || path.extension().is_some_and(|e| e == "safetensors");
+            let hint = if in_dir {
+                "open the directory that holds it, not the file"
+            } else {
+                "expected a `.gguf` file or a Hugging Face directory (config.json + *.safetensors)"
+            };
             return Err(Error::format(
                 path.display(),
-                "not a model: expected a `.gguf` file or a Hugging Face directory (config.json + *.safetensors)",
+                format!("not a model: {hint}"),
             ));
         }
         let storage = Storage::map(path)?;

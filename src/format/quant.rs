@@ -37,7 +37,7 @@ impl QuantFormat {
     }
     /// Bytes of a row of `n` elements, or `None` when `n` is not a whole number of blocks.
     pub fn row_bytes(self, n: usize) -> Option<usize> {
-        if n % self.block_elems() != 0 {
+        if !n.is_multiple_of(self.block_elems()) {
             return None;
         }
         (n / self.block_elems()).checked_mul(self.block_bytes())
@@ -93,7 +93,7 @@ impl QuantFormat {
     /// reference and by tests; never on the inference path.
     pub fn dequantize(self, bytes: &[u8], out: &mut Vec<f32>) -> Result<(), String> {
         let bb = self.block_bytes();
-        if bytes.len() % bb != 0 {
+        if !bytes.len().is_multiple_of(bb) {
             return Err(format!(
                 "{} bytes is not a whole number of {} blocks",
                 bytes.len(),

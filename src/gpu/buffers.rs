@@ -43,7 +43,7 @@ impl Gpu {
 
     /// A storage buffer initialised from `data` (padded with zeros to 4 bytes).
     pub fn storage_init(&self, label: &str, data: &[u8]) -> wgpu::Buffer {
-        if data.len() % 4 == 0 && !data.is_empty() {
+        if data.len().is_multiple_of(4) && !data.is_empty() {
             self.bytes.add(data.len() as u64);
             return self
                 .device

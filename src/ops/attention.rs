@@ -25,10 +25,10 @@ impl AttnShape {
     pub fn check(&self) -> Result<()> {
         let g = self.n_heads / self.n_kv_heads.max(1);
         if self.n_kv_heads == 0
-            || self.n_heads % self.n_kv_heads != 0
+            || !self.n_heads.is_multiple_of(self.n_kv_heads)
             || self.head_dim == 0
             || self.head_dim > 256
-            || self.head_dim % 2 != 0
+            || !self.head_dim.is_multiple_of(2)
             || g > 8
             || g * self.head_dim > 2048
         {

@@ -175,7 +175,7 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
     let mut worst = (0usize, 0.0f32);
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let d = (g - w).abs() / (1.0 + w.abs());
-        if !(d <= worst.1) {
+        if d.is_nan() || d > worst.1 {
             worst = (i, d);
         }
     }
