@@ -1,12 +1,16 @@
 // Embedding lookup: x[t] = dequant(token_embd[tokens[pos + t]]), one workgroup per token.
 // The token ids come from the device-resident token ring, so decode needs no CPU write.
-//   tokens: [CAP] u32 (position p at index p); w: [V, K] in the format's storage; x: [T, K] f32.
-// An id >= V (impossible for sampled ids; prompts are checked on the CPU) yields a zero row.
+//   tokens: [CAP] u32 (position p at index p); w: rows ROW0 .. ROW0 + V of the embedding in
+//   the format's storage (one part when the table is split across bindings); x: [T, K] f32.
+// Only ids in this part's rows are written. An id >= VT (impossible for sampled ids; prompts
+// are checked on the CPU) gets a zero row from the part that starts at row 0.
 
 #include "common.wgsl"
 
 override K: u32;
 override V: u32;
+override ROW0: u32 = 0u;
+override VT: u32;
 override WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -28,8 +32,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         return;
     }
     let id = tokens[state.pos + t];
-    let base = w_row_base(min(id, V - 1u));
-    let valid = id < V;
+    let mine = id >= ROW0 && id < ROW0 + V;
+    if (!mine && !(ROW0 == 0u && id >= VT)) {
+        return;
+    }
+    let base = w_row_base(select(0u, id - ROW0, mine));
+    let valid = mine;
     for (var k = lid * 4u; k < K; k += WG * 4u) {
         var v = vec4<f32>(0.0);
         if (valid) {

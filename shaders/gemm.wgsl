@@ -11,6 +11,8 @@ override K: u32;
 override N: u32;
 override Y_STRIDE: u32;
 override Y_OFF: u32 = 0u;
+// First weight row this dispatch reads (a piece of a stacked matrix read on its own).
+override W_ROW0: u32 = 0u;
 
 #if SWIGLU
 const NA: u32 = 2u;
@@ -50,7 +52,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let lk = (lid % 8u) * 4u;
     var wbase: array<u32, 2>;
     for (var a = 0u; a < NA; a++) {
-        wbase[a] = w_row_base(min(n0 + lr, N - 1u) + a * N);
+        wbase[a] = w_row_base(W_ROW0 + min(n0 + lr, N - 1u) + a * N);
     }
     var acc: array<f32, 8>;
     for (var i = 0u; i < 8u; i++) {

@@ -3,7 +3,7 @@
 //      PLAIN/RESIDUAL: row n; SWIGLU: gate row n and up row N + n (gate and up share one buffer);
 //      SHORTCONV: rows n, N + n, 2N + n (the B, C and x parts of in_proj).
 //   x: [K] f32;  y: [N] f32 (written at Y_OFF + n; RESIDUAL adds into it).
-//   SHORTCONV also: conv_w [N, L] f32 and conv_state [L - 1, N] f32 (column 0 = oldest).
+//   SHORTCONV also: conv_w [NT, L] f32 and conv_state [L - 1, NT] f32 (column 0 = oldest).
 // One workgroup computes ROWS output rows; lanes stride over the row's chunks and the partial
 // sums meet in a shared-memory tree.
 
@@ -11,8 +11,13 @@ override K: u32;
 override N: u32;
 override WG: u32 = 64u;
 override Y_OFF: u32 = 0u;
+// First weight row this dispatch reads (a piece of a stacked matrix read on its own).
+override W_ROW0: u32 = 0u;
 #if SHORTCONV
 override L: u32 = 3u;
+// Channels of the whole layer (the conv state's row length); this dispatch computes channels
+// Y_OFF .. Y_OFF + N when in_proj is split across bindings.
+override NT: u32;
 #endif
 
 const ROWS: u32 = 4u;
@@ -55,7 +60,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var r = 0u; r < ROWS; r++) {
         let row = min(row0 + r, N - 1u);
         for (var a = 0u; a < NA; a++) {
-            bases[r * NA + a] = w_row_base(row + a * N);
+            bases[r * NA + a] = w_row_base(W_ROW0 + row + a * N);
         }
     }
     let nchunks = K / FMT_CHUNK;
@@ -96,14 +101,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let xv = red[(lid * NA + 2u) * WG];
     let bx = s0 * xv;
     // conv_out = sum_k w[n, k] * input[t - (L-1) + k]; tap L-1 is the current token.
-    var conv = conv_w[n * L + (L - 1u)] * bx;
+    let ch = Y_OFF + n;
+    var conv = conv_w[ch * L + (L - 1u)] * bx;
     for (var k = 0u; k + 1u < L; k++) {
-        conv += conv_w[n * L + k] * conv_state[k * N + n];
+        conv += conv_w[ch * L + k] * conv_state[k * NT + ch];
     }
     for (var k = 0u; k + 2u < L; k++) {
-        conv_state[k * N + n] = conv_state[(k + 1u) * N + n];
+        conv_state[k * NT + ch] = conv_state[(k + 1u) * NT + ch];
     }
-    conv_state[(L - 2u) * N + n] = bx;
+    conv_state[(L - 2u) * NT + ch] = bx;
     y[Y_OFF + n] = cg * conv;
 #endif
 }

@@ -7,6 +7,7 @@
 
 pub mod chat;
 pub mod config;
+pub mod conversation;
 pub mod error;
 pub mod format;
 pub mod gpu;
@@ -14,6 +15,7 @@ pub mod model;
 pub mod npy;
 pub mod ops;
 pub mod platform;
+pub mod quantize;
 pub mod reference;
 pub mod sampling;
 pub mod session;

@@ -10,12 +10,25 @@ use crate::format::{ModelFile, QuantFormat};
 use crate::gpu::{DeviceNeeds, Gpu};
 use crate::ops;
 
-/// A weight matrix `[rows, cols]` in `format`, possibly several tensors stacked by rows.
+/// A weight matrix in `format` with `cols` columns: `stack` pieces of `rows` rows each (gate and
+/// up for SwiGLU; the B, C and x parts of `in_proj`), held in one or more device buffers. Each
+/// part holds output rows `row0..row0 + rows` of every piece, pieces one after the other, so a
+/// kernel bound to one part sees a complete `[stack * rows, cols]` matrix. There is more than one
+/// part only when the matrix exceeds the adapter's storage-binding limit.
 pub struct GpuMatrix {
-    pub buf: wgpu::Buffer,
+    pub parts: Vec<MatrixPart>,
     pub format: QuantFormat,
+    /// Output rows (rows of each piece).
     pub rows: usize,
     pub cols: usize,
+    pub stack: usize,
+}
+
+/// Output rows `row0..row0 + rows` of a [`GpuMatrix`], in their own buffer.
+pub struct MatrixPart {
+    pub buf: wgpu::Buffer,
+    pub row0: usize,
+    pub rows: usize,
 }
 
 pub enum Mixer {
@@ -85,13 +98,25 @@ fn groups(file: &ModelFile) -> Vec<Vec<String>> {
     g
 }
 
-/// The device limits this model needs (largest binding = largest stacked matrix).
+/// Upload settings.
+#[derive(Clone, Debug, Default)]
+pub struct UploadOptions {
+    /// Largest storage binding to use (default: the device's limit). Tensors larger than this
+    /// are split by rows across bindings.
+    pub max_binding: Option<u64>,
+}
+
+/// The device limits this model would like: bindings and buffers as large as its largest
+/// stacked matrix (the device grants what it can; larger matrices are split by rows).
 pub fn device_needs(file: &ModelFile) -> Result<DeviceNeeds> {
     let mut max = 0u64;
     for names in groups(file) {
         let mut bytes = 0u64;
         for n in &names {
-            bytes += file.tensor(n)?.len as u64;
+            let t = file.tensor(n)?;
+            let cols = *t.shape.last().unwrap_or(&0);
+            bytes += (ops::layout::gpu_row_bytes(t.format, cols)
+                * t.shape.first().copied().unwrap_or(0)) as u64;
         }
         max = max.max(bytes);
     }
@@ -103,27 +128,44 @@ pub fn device_needs(file: &ModelFile) -> Result<DeviceNeeds> {
 }
 
 impl GpuModel {
-    /// Uploads every weight; `progress(done_bytes, total_bytes)` is called after each tensor.
+    /// Uploads every weight; `progress(done_bytes, total_bytes)` is called as bytes go up.
     pub fn upload(
         gpu: Arc<Gpu>,
         file: &ModelFile,
+        progress: impl FnMut(u64, u64),
+    ) -> Result<GpuModel> {
+        Self::upload_with(gpu, file, &UploadOptions::default(), progress)
+    }
+
+    /// [`GpuModel::upload`] with options (a lower binding limit, to test splitting).
+    pub fn upload_with(
+        gpu: Arc<Gpu>,
+        file: &ModelFile,
+        opts: &UploadOptions,
         mut progress: impl FnMut(u64, u64),
     ) -> Result<GpuModel> {
         let c = file.config.clone();
         let total = file.weight_bytes();
         let mut done = 0u64;
         let start_bytes = gpu.bytes.get();
+        let limit = gpu
+            .limits
+            .max_storage_buffer_binding_size
+            .min(gpu.limits.max_buffer_size);
+        let max_binding = opts.max_binding.map_or(limit, |m| m.min(limit));
         let mut up = Uploader {
             gpu: &gpu,
             file,
             done: &mut done,
             total,
             progress: &mut progress,
+            max_binding,
+            scratch: Vec::new(),
         };
         let h = c.hidden_size;
-        let embed = up.matrix(&["token_embd.weight"])?;
+        let embed = up.matrix(&["token_embd.weight"], 1)?;
         let output = if file.has_tensor("output.weight") {
-            Some(up.matrix(&["output.weight"])?)
+            Some(up.matrix(&["output.weight"], 1)?)
         } else {
             None
         };
@@ -133,19 +175,19 @@ impl GpuModel {
             let p = |s: &str| format!("blk.{i}.{s}.weight");
             let attn_norm = up.vector(&p("attn_norm"))?;
             let ffn_norm = up.vector(&p("ffn_norm"))?;
-            let gate_up = up.matrix(&[&p("ffn_gate"), &p("ffn_up")])?;
-            let down = up.matrix(&[&p("ffn_down")])?;
+            let gate_up = up.matrix(&[&p("ffn_gate"), &p("ffn_up")], 1)?;
+            let down = up.matrix(&[&p("ffn_down")], 1)?;
             let mixer = match kind {
                 LayerKind::Conv => Mixer::Conv {
                     conv_w: up.vector(&p("shortconv.conv"))?,
-                    in_proj: up.matrix(&[&p("shortconv.in_proj")])?,
-                    out_proj: up.matrix(&[&p("shortconv.out_proj")])?,
+                    in_proj: up.matrix(&[&p("shortconv.in_proj")], 3)?,
+                    out_proj: up.matrix(&[&p("shortconv.out_proj")], 1)?,
                 },
                 LayerKind::Attention => Mixer::Attention {
-                    q: up.matrix(&[&p("attn_q")])?,
-                    k: up.matrix(&[&p("attn_k")])?,
-                    v: up.matrix(&[&p("attn_v")])?,
-                    o: up.matrix(&[&p("attn_output")])?,
+                    q: up.matrix(&[&p("attn_q")], 1)?,
+                    k: up.matrix(&[&p("attn_k")], 1)?,
+                    v: up.matrix(&[&p("attn_v")], 1)?,
+                    o: up.matrix(&[&p("attn_output")], 1)?,
                     q_norm: up.vector(&p("attn_q_norm"))?,
                     k_norm: up.vector(&p("attn_k_norm"))?,
                 },
@@ -187,9 +229,12 @@ struct Uploader<'a, P: FnMut(u64, u64)> {
     done: &'a mut u64,
     total: u64,
     progress: &'a mut P,
+    max_binding: u64,
+    /// Repack buffer, reused (at most one upload chunk).
+    scratch: Vec<u8>,
 }
 
-/// Largest `write_buffer` at once: bounds the staging memory wgpu allocates.
+/// Largest piece written at once: bounds the host memory of the staging copies.
 const UPLOAD_CHUNK: usize = 64 << 20;
 
 impl<P: FnMut(u64, u64)> Uploader<'_, P> {
@@ -197,17 +242,19 @@ impl<P: FnMut(u64, u64)> Uploader<'_, P> {
         self.file.path.display().to_string()
     }
 
-    /// Stacks `names` (same format and width) by rows into one device buffer.
-    fn matrix(&mut self, names: &[&str]) -> Result<GpuMatrix> {
+    /// Uploads `names` (same format and width), each viewed as `split` pieces of equal rows, as
+    /// one stacked matrix of `names.len() * split` pieces; split into parts by output rows when
+    /// larger than the binding limit.
+    fn matrix(&mut self, names: &[&str], split: usize) -> Result<GpuMatrix> {
         let first = self.file.tensor(names[0])?;
         let (format, cols) = (first.format, *first.shape.last().unwrap_or(&0));
-        let mut rows = 0;
-        let mut bytes = 0usize;
+        let fname = self.file_name();
+        let mut pieces: Vec<(&[u8], usize)> = Vec::new(); // (bytes, rows)
         for n in names {
             let t = self.file.tensor(n)?;
             if t.format != format || t.shape.len() != 2 || t.shape[1] != cols {
                 return Err(Error::tensor(
-                    self.file_name(),
+                    &fname,
                     *n,
                     format!(
                         "cannot stack with `{}`: {} {:?} vs {} {:?}",
@@ -215,42 +262,85 @@ impl<P: FnMut(u64, u64)> Uploader<'_, P> {
                     ),
                 ));
             }
-            if !ops::GPU_FORMATS.contains(&format) {
-                return Err(Error::unsupported(
-                    "weight format on the GPU",
-                    format!("tensor `{n}` is {format}; this build runs f32, f16 and bf16"),
-                ));
-            }
-            if cols % 8 != 0 || t.len % 4 != 0 {
+            let chunk = ops::layout::chunk_elems(format);
+            if cols % chunk != 0 || format.row_bytes(cols).is_none() {
                 return Err(Error::unsupported(
                     "matrix width",
                     format!(
-                        "tensor `{n}` has rows of {cols} elements; the kernels need a multiple of 8"
+                        "tensor `{n}` ({format}) has rows of {cols} elements; the kernels need a multiple of {}",
+                        chunk.max(format.block_elems())
                     ),
                 ));
             }
-            rows += t.shape[0];
-            bytes += t.len;
-        }
-        let label = names.join("+");
-        let buf = self.gpu.storage(&label, bytes as u64);
-        let mut off = 0u64;
-        for n in names {
-            let data = self.file.tensor_bytes(n)?;
-            for chunk in data.chunks(UPLOAD_CHUNK) {
-                self.gpu.queue.write_buffer(&buf, off, chunk);
-                off += chunk.len() as u64;
+            if t.shape[0] % split != 0 {
+                return Err(Error::tensor(
+                    &fname,
+                    *n,
+                    format!("{} rows do not split into {split} parts", t.shape[0]),
+                ));
             }
-            // Flush the staging copies so host memory stays bounded by one chunk.
-            self.gpu.queue.submit([]);
-            *self.done += data.len() as u64;
-            (self.progress)(*self.done, self.total);
+            let data = self.file.tensor_bytes(n)?;
+            let rows = t.shape[0] / split;
+            let piece_bytes = data.len() / split;
+            for s in 0..split {
+                pieces.push((&data[s * piece_bytes..(s + 1) * piece_bytes], rows));
+            }
+        }
+        let rows = pieces[0].1;
+        if pieces.iter().any(|p| p.1 != rows) {
+            return Err(Error::tensor(
+                &fname,
+                names.join("+"),
+                "stacked tensors differ in rows",
+            ));
+        }
+        let stack = pieces.len();
+        let file_row = format.row_bytes(cols).unwrap_or(0);
+        let gpu_row = ops::layout::gpu_row_bytes(format, cols);
+        let rows_per_part = (self.max_binding as usize / (gpu_row * stack).max(1)).min(rows);
+        if rows_per_part == 0 {
+            return Err(Error::Gpu(format!(
+                "tensor `{}`: one row ({} bytes) exceeds the storage-binding limit of {} bytes",
+                names[0],
+                gpu_row * stack,
+                self.max_binding
+            )));
+        }
+        let mut parts = Vec::new();
+        let mut row0 = 0;
+        while row0 < rows {
+            let n = rows_per_part.min(rows - row0);
+            let label = format!("{}[{row0}..{}]", names.join("+"), row0 + n);
+            let buf = self.gpu.storage(&label, (gpu_row * stack * n) as u64);
+            let mut off = 0u64;
+            for (bytes, _) in &pieces {
+                let src = &bytes[row0 * file_row..(row0 + n) * file_row];
+                // Whole blocks per write, at most UPLOAD_CHUNK bytes.
+                let step = (UPLOAD_CHUNK / format.block_bytes()).max(1) * format.block_bytes();
+                for piece in src.chunks(step) {
+                    let data: &[u8] = if ops::layout::needs_repack(format) {
+                        ops::layout::repack(format, piece, &mut self.scratch);
+                        &self.scratch
+                    } else {
+                        piece
+                    };
+                    self.gpu.queue.write_buffer(&buf, off, data);
+                    off += data.len() as u64;
+                    *self.done += piece.len() as u64;
+                    (self.progress)(*self.done, self.total);
+                }
+                // Flush the staging copies so host memory stays bounded.
+                self.gpu.queue.submit([]);
+            }
+            parts.push(MatrixPart { buf, row0, rows: n });
+            row0 += n;
         }
         Ok(GpuMatrix {
-            buf,
+            parts,
             format,
             rows,
             cols,
+            stack,
         })
     }
 

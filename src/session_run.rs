@@ -15,6 +15,8 @@ impl Session {
         Ok(&self.plans[&(t, tail)])
     }
 
+    /// The dispatches of `y = epilogue(m · x)`: one per part of `m` (one unless `m` was split
+    /// across bindings). GEMV for one token, GEMM otherwise.
     #[allow(clippy::too_many_arguments)]
     fn linear(
         &self,
@@ -26,22 +28,49 @@ impl Session {
         y_stride: usize,
         y_off: usize,
         extra: &[&wgpu::Buffer],
-    ) -> Result<Dispatch> {
+    ) -> Result<Vec<Dispatch>> {
         let gpu = &self.model.gpu;
-        let n = m.rows / e.rows_per_output();
-        if t == 1 {
-            let spec = linear::gemv_spec(m.format, e, m.cols, n, y_off)?;
-            let mut b = vec![&m.buf, x, y];
-            b.extend_from_slice(extra);
-            gpu.dispatch(&spec, &b, linear::gemv_groups(n))
+        // An epilogue that combines the stacked pieces reads them together; a plain product of
+        // a stacked matrix (in_proj in prefill) handles each piece on its own, writing piece s
+        // at column s * rows.
+        let pieces: Vec<usize> = if m.stack == e.rows_per_output() {
+            vec![usize::MAX]
+        } else if e.rows_per_output() == 1 {
+            (0..m.stack).collect()
         } else {
-            let spec = linear::gemm_spec(m.format, e, m.cols, n, y_stride, y_off)?;
-            gpu.dispatch(
-                &spec,
-                &[&self.s.params, &m.buf, x, y],
-                linear::gemm_groups(n, t),
-            )
+            return Err(Error::Gpu(format!(
+                "{e:?} needs {} stacked weight pieces, the matrix has {}",
+                e.rows_per_output(),
+                m.stack
+            )));
+        };
+        let mut out = Vec::new();
+        for p in &m.parts {
+            for &piece in &pieces {
+                let (w_row0, off) = match piece {
+                    usize::MAX => (0, y_off + p.row0),
+                    s => (s * p.rows, y_off + s * m.rows + p.row0),
+                };
+                out.push(if t == 1 {
+                    let spec = linear::gemv_spec_split(m.format, e, m.cols, p.rows, off, m.rows)?;
+                    let mut b = vec![&p.buf, x, y];
+                    b.extend_from_slice(extra);
+                    gpu.dispatch(
+                        &linear::with_w_row0(spec, w_row0),
+                        &b,
+                        linear::gemv_groups(p.rows),
+                    )?
+                } else {
+                    let spec = linear::gemm_spec(m.format, e, m.cols, p.rows, y_stride, off)?;
+                    gpu.dispatch(
+                        &linear::with_w_row0(spec, w_row0),
+                        &[&self.s.params, &p.buf, x, y],
+                        linear::gemm_groups(p.rows, t),
+                    )?
+                });
+            }
         }
+        Ok(out)
     }
 
     fn build_plan(&self, t: usize, tail: Tail) -> Result<Vec<Dispatch>> {
@@ -60,11 +89,13 @@ impl Session {
                 norm::rms_norm_groups(t, last),
             )
         };
-        d.push(gpu.dispatch(
-            &embed::embed_spec(m.embed.format, h, c.vocab_size)?,
-            &[&s.params, &s.state, &s.tokens, &m.embed.buf, &s.x],
-            embed::embed_groups(t),
-        )?);
+        for p in &m.embed.parts {
+            d.push(gpu.dispatch(
+                &embed::embed_part_spec(m.embed.format, h, p.row0, p.rows, c.vocab_size)?,
+                &[&s.params, &s.state, &s.tokens, &p.buf, &s.x],
+                embed::embed_groups(t),
+            )?);
+        }
         for (layer, (st, st2)) in m.layers.iter().zip(&s.layer_state) {
             d.push(rms(&s.x, &layer.attn_norm, &s.xn, false)?);
             match &layer.mixer {
@@ -74,7 +105,7 @@ impl Session {
                     out_proj,
                 } => {
                     if t == 1 {
-                        d.push(self.linear(
+                        d.extend(self.linear(
                             in_proj,
                             Epilogue::ShortConv,
                             1,
@@ -85,7 +116,7 @@ impl Session {
                             &[conv_w, st],
                         )?);
                     } else {
-                        d.push(self.linear(
+                        d.extend(self.linear(
                             in_proj,
                             Epilogue::Plain,
                             t,
@@ -101,7 +132,7 @@ impl Session {
                             conv::short_conv_groups(h),
                         )?);
                     }
-                    d.push(self.linear(
+                    d.extend(self.linear(
                         out_proj,
                         Epilogue::Residual,
                         t,
@@ -123,9 +154,9 @@ impl Session {
                     let vc = st2
                         .as_ref()
                         .ok_or_else(|| Error::Gpu("attention layer without V ring".into()))?;
-                    d.push(self.linear(q, Epilogue::Plain, t, &s.xn, &s.wide, qkv_w, 0, &[])?);
-                    d.push(self.linear(k, Epilogue::Plain, t, &s.xn, &s.wide, qkv_w, qd, &[])?);
-                    d.push(self.linear(
+                    d.extend(self.linear(q, Epilogue::Plain, t, &s.xn, &s.wide, qkv_w, 0, &[])?);
+                    d.extend(self.linear(k, Epilogue::Plain, t, &s.xn, &s.wide, qkv_w, qd, &[])?);
+                    d.extend(self.linear(
                         v,
                         Epilogue::Plain,
                         t,
@@ -168,11 +199,11 @@ impl Session {
                             attention::prefill_groups(a, t),
                         )?);
                     }
-                    d.push(self.linear(o, Epilogue::Residual, t, &s.mix, &s.x, h, 0, &[])?);
+                    d.extend(self.linear(o, Epilogue::Residual, t, &s.mix, &s.x, h, 0, &[])?);
                 }
             }
             d.push(rms(&s.x, &layer.ffn_norm, &s.xn, false)?);
-            d.push(self.linear(
+            d.extend(self.linear(
                 &layer.gate_up,
                 Epilogue::SwiGlu,
                 t,
@@ -182,13 +213,13 @@ impl Session {
                 0,
                 &[],
             )?);
-            d.push(self.linear(&layer.down, Epilogue::Residual, t, &s.wide, &s.x, h, 0, &[])?);
+            d.extend(self.linear(&layer.down, Epilogue::Residual, t, &s.wide, &s.x, h, 0, &[])?);
         }
         let advance = || gpu.dispatch(&sample::advance_spec(), &[&s.params, &s.state], [1, 1, 1]);
         match tail {
             Tail::Sample => {
                 d.push(rms(&s.x, &m.final_norm, &s.last, true)?);
-                d.push(self.linear(
+                d.extend(self.linear(
                     m.head(),
                     Epilogue::Plain,
                     1,
@@ -207,7 +238,7 @@ impl Session {
             Tail::Advance => d.push(advance()?),
             Tail::LogitsAll => {
                 d.push(rms(&s.x, &m.final_norm, &s.xn, false)?);
-                d.push(self.linear(
+                d.extend(self.linear(
                     m.head(),
                     Epilogue::Plain,
                     t,

@@ -10,7 +10,13 @@ use lfm::QuantFormat;
 use lfm::ops::{self, linear, linear::Epilogue};
 use lfm::reference::ops as cpu;
 
-const TOL: f32 = 2e-5;
+const TOL_FLOAT: f32 = 2e-5;
+
+/// Relative tolerance per weight format: f32 sums in a different order. Quantized rows carry
+/// integer-valued products of larger magnitude, so their sums round more.
+fn tol(f: QuantFormat) -> f32 {
+    if f.block_elems() > 1 { 1e-4 } else { TOL_FLOAT }
+}
 
 #[test]
 fn gemv_every_format_and_epilogue() {
@@ -18,14 +24,14 @@ fn gemv_every_format_and_epilogue() {
         let mut rng = Rng::new(1);
         for &f in ops::GPU_FORMATS {
             for e in Epilogue::ALL {
-                for (k, n) in [(64, 1), (136, 67), (256, 5)] {
+                for (k, n) in sizes(f, &[(64, 1), (136, 67), (256, 5), (768, 9)]) {
                     let na = e.rows_per_output();
                     let scale = 1.0 / (k as f32).sqrt();
                     let (wb, w) = encode(f, &rng.vec(na * n * k, scale));
                     let x = rng.vec(k, 1.0);
                     let y0 = rng.vec(n + 3, 1.0);
                     let y_off = if e == Epilogue::Plain { 3 } else { 0 };
-                    let wbuf = gpu.storage_init("w", &wb);
+                    let wbuf = upload_weights(&gpu, f, &wb);
                     let xbuf = upload(&gpu, &x);
                     let ybuf = upload(&gpu, &y0);
                     let conv_w = rng.vec(n * 3, 1.0);
@@ -61,10 +67,10 @@ fn gemv_every_format_and_epilogue() {
                                 .flat_map(|j| (0..n).map(move |c| (j, c)))
                                 .map(|(j, c)| s[c * 2 + j])
                                 .collect();
-                            assert_close(&format!("{what} state"), &got_st, &want_st, TOL);
+                            assert_close(&format!("{what} state"), &got_st, &want_st, tol(f));
                         }
                     }
-                    assert_close(&what, &got, &want, TOL);
+                    assert_close(&what, &got, &want, tol(f));
                 }
             }
         }
@@ -77,14 +83,16 @@ fn gemm_every_format_and_epilogue() {
         let mut rng = Rng::new(2);
         for &f in ops::GPU_FORMATS {
             for e in [Epilogue::Plain, Epilogue::Residual, Epilogue::SwiGlu] {
-                for (t, k, n) in [(3, 64, 5), (33, 136, 40), (70, 64, 67)] {
+                for (t, k, n) in
+                    sizes3(f, &[(3, 64, 5), (33, 136, 40), (70, 64, 67), (35, 512, 33)])
+                {
                     let na = e.rows_per_output();
                     let (wb, w) = encode(f, &rng.vec(na * n * k, 1.0 / (k as f32).sqrt()));
                     let x = rng.vec(t * k, 1.0);
                     let stride = n + 2;
                     let y_off = 1;
                     let y0 = rng.vec(t * stride, 1.0);
-                    let wbuf = gpu.storage_init("w", &wb);
+                    let wbuf = upload_weights(&gpu, f, &wb);
                     let (xbuf, ybuf, pbuf) = (upload(&gpu, &x), upload(&gpu, &y0), params(&gpu, t));
                     let spec = linear::gemm_spec(f, e, k, n, stride, y_off).expect("spec");
                     let d = gpu
@@ -113,7 +121,7 @@ fn gemm_every_format_and_epilogue() {
                         &format!("{backend} gemm {f} {e:?} t={t} k={k} n={n}"),
                         &got,
                         &want,
-                        TOL,
+                        tol(f),
                     );
                 }
             }
@@ -146,9 +154,9 @@ fn rms_norm_rows_and_last_row() {
                 gpu.run_blocking(&[&d]).expect("run");
                 let what = format!("{backend} rms_norm t={t} h={h} last_row={last}");
                 if last {
-                    assert_close(&what, &read(&gpu, &yb, h), &want[(t - 1) * h..], TOL);
+                    assert_close(&what, &read(&gpu, &yb, h), &want[(t - 1) * h..], TOL_FLOAT);
                 } else {
-                    assert_close(&what, &read(&gpu, &yb, t * h), &want, TOL);
+                    assert_close(&what, &read(&gpu, &yb, t * h), &want, TOL_FLOAT);
                 }
             }
         }
@@ -160,11 +168,11 @@ fn embed_reads_ids_from_the_token_ring() {
     for (backend, gpu) in gpus() {
         let mut rng = Rng::new(4);
         for &f in ops::GPU_FORMATS {
-            let (v, h) = (37, 72);
+            let (v, h) = (37, if f.block_elems() > 1 { 256 } else { 72 });
             let (wb, w) = encode(f, &rng.vec(v * h, 1.0));
             let ring = [5u32, 9, 36, 0, 17, 4];
             let (pos, t) = (2, 3);
-            let wbuf = gpu.storage_init("w", &wb);
+            let wbuf = upload_weights(&gpu, f, &wb);
             let (pb, sb, tb) = (params(&gpu, t), state(&gpu, pos), upload_u32(&gpu, &ring));
             let xb = gpu.storage("x", (t * h * 4) as u64);
             let spec = ops::embed::embed_spec(f, h, v).expect("spec");
@@ -190,9 +198,16 @@ fn embed_reads_ids_from_the_token_ring() {
     }
 }
 
-#[test]
-fn unsupported_format_is_a_clear_error() {
-    let e =
-        linear::gemv_spec(QuantFormat::Q4K, Epilogue::Plain, 256, 4, 0).expect_err("q4_K accepted");
-    assert!(e.to_string().contains("q4_K"), "{e}");
+/// The (k, n) cases whose row length `k` the format can hold.
+fn sizes(f: QuantFormat, all: &[(usize, usize)]) -> Vec<(usize, usize)> {
+    let step = ops::layout::chunk_elems(f).max(f.block_elems());
+    all.iter().copied().filter(|(k, _)| k % step == 0).collect()
+}
+
+fn sizes3(f: QuantFormat, all: &[(usize, usize, usize)]) -> Vec<(usize, usize, usize)> {
+    let step = ops::layout::chunk_elems(f).max(f.block_elems());
+    all.iter()
+        .copied()
+        .filter(|(_, k, _)| k % step == 0)
+        .collect()
 }

@@ -41,13 +41,18 @@ the README records the corpus sha256, and the script warns when it differs from 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import hashlib
 import json
 import platform
 import re
 import shutil
+import subprocess
+import sys
 import sysconfig
+import tempfile
 import zlib
+from collections import Counter
 from pathlib import Path
 
 import gguf
@@ -66,6 +71,7 @@ from transformers import AutoTokenizer, Lfm2Config, Lfm2ForCausalLM
 # demand exact greedy ids. Most seeds have some gap < 0.005.
 SEED = 23
 MIN_GREEDY_MARGIN = 0.02
+MAX_TOTAL_BYTES = 7_500_000  # whole fixture directory (incl. files other tools write there)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # ----------------------------------------------------------------------------------------------------------
@@ -172,6 +178,27 @@ TINY_B = {
     "block_ff_dim": 76,  # legacy: auto-adjust -> int(2*76/3) = 50 -> round up to a multiple of 8 -> 56
     "block_multiple_of": 8,
 }
+# tiny-q: K-quant-compatible widths (every matrix row length ne0 is 256 or 512, a multiple of the 256-weight
+# K-quant super-block; ffn_down rows hold two super-blocks). Quantized by llama.cpp's own quantizer.
+TINY_Q = {
+    "name": "tiny-q",
+    "hidden": 256,
+    "layer_types": ["conv", "full_attention"],
+    "heads": 4,  # head_dim 64
+    "kv_heads": 1,  # GQA 4:1
+    "ff": 512,  # intermediate_size, no auto-adjust
+}
+# Picked like SEED (python3 tools/make_fixtures.py --search-tiny-q-seed A B): the smallest top-1/top-2 gap of
+# the exact-oracle greedy steps over all four quantized files and three prompts is > MIN_GREEDY_MARGIN.
+TINY_Q_SEED = 0
+# file suffix -> (llama_ftype name suffix, base ggml type, general.file_type)
+TINY_Q_QUANTS = {
+    "q4_0": ("MOSTLY_Q4_0", "Q4_0", 2),
+    "q8_0": ("MOSTLY_Q8_0", "Q8_0", 7),
+    "q4_k_m": ("MOSTLY_Q4_K_M", "Q4_K", 15),
+    "q6_k": ("MOSTLY_Q6_K", "Q6_K", 18),
+}
+LLAMA_CPP_PYTHON = "0.3.36"  # the llama-cpp-python release (and so the llama.cpp quantizer) used
 CONV_L_CACHE = 3
 NORM_EPS = 1e-5
 ROPE_THETA = 1e6
@@ -230,6 +257,8 @@ P2_TEXT = (
 P2_LEN = 300  # BOS + the first 300 tokens of P2_TEXT: crosses prefill chunks of 64 / 128 / 256
 P3_LEN = 20  # BOS + 20 seeded random non-special ids
 N_GREEDY = 40
+P2Q_LEN = 150  # tiny-q's p2: BOS + the first 150 tokens of P2_TEXT (crosses prefill chunks of 64 / 128)
+N_GREEDY_Q = 32
 
 TOKENIZER_CASES = [
     "Hello world",
@@ -402,9 +431,9 @@ def save_npy(path: Path, arr: np.ndarray) -> None:
     np.save(path, np.ascontiguousarray(arr, dtype="<f4"))
 
 
-def rng_for(*parts: str | int) -> np.random.Generator:
-    """A numpy stream that depends only on SEED and the given names (stable across runs and machines)."""
-    return np.random.default_rng([SEED] + [zlib.crc32(str(p).encode()) for p in parts])
+def rng_for(*parts: str | int, seed: int = SEED) -> np.random.Generator:
+    """A numpy stream that depends only on the seed and the given names (stable across runs and machines)."""
+    return np.random.default_rng([seed] + [zlib.crc32(str(p).encode()) for p in parts])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -501,7 +530,11 @@ def write_tokenizer_files(tok: Tokenizer, hf_dir: Path) -> None:
 
 
 def tiny_a_config() -> Lfm2Config:
-    s = TINY_A
+    return current_config(TINY_A)
+
+
+def current_config(s: dict) -> Lfm2Config:
+    """An Lfm2Config with the current keys (`intermediate_size` used as is, no auto-adjust)."""
     cfg = Lfm2Config(
         vocab_size=VOCAB_SIZE,
         hidden_size=s["hidden"],
@@ -561,11 +594,11 @@ def tiny_b_legacy_config() -> dict:
     }
 
 
-def random_weights(model_name: str, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+def random_weights(model_name: str, shapes: dict[str, tuple[int, ...]], seed: int = SEED) -> dict[str, np.ndarray]:
     """Deterministic random weights (f32) for every HF tensor name except the tied lm_head."""
     out = {}
     for name, shape in shapes.items():
-        rng = rng_for(model_name, name)
+        rng = rng_for(model_name, name, seed=seed)
         z = rng.standard_normal(shape)
         if name.endswith("norm.weight") or name.endswith("layernorm.weight"):
             w = 1.0 + 0.1 * z  # RMSNorm gains
@@ -796,10 +829,30 @@ def verify_gguf(
     ftype: gguf.LlamaFileType,
 ) -> dict[str, np.ndarray]:
     fields, read, types = read_gguf(path)
+    check_gguf_metadata(path, fields, cfg, ff_effective, tok, int(ftype))
+
+    # read_gguf maps every GGUF name back to an HF name, so an equal set also rules out e.g. output.weight
+    check(set(read) == set(weights), f"{path.name}: tensor set differs")
+    for name, ref in weights.items():
+        check(read[name].shape == ref.shape, f"{path.name}: {name} shape {read[name].shape} != {ref.shape}")
+        f32_forced = ref.ndim <= 1 or "norm" in name or "conv.conv" in name
+        if f32_forced or ftype == gguf.LlamaFileType.ALL_F32:
+            ok = types[name] == "F32" and np.array_equal(read[name], ref)
+        elif ftype == gguf.LlamaFileType.MOSTLY_F16:
+            ok = types[name] == "F16" and np.array_equal(read[name], ref.astype(np.float16).astype(np.float32))
+        else:  # BF16: the reference weights are already bf16-representable, so the round trip is exact
+            ok = types[name] == "BF16" and np.array_equal(read[name], ref)
+        check(ok, f"{path.name}: {name} has type {types[name]} or wrong values")
+    return read
+
+
+def check_gguf_metadata(path: Path, fields: dict, cfg: Lfm2Config, ff_effective: int, tok: Tokenizer,
+                        file_type: int) -> None:
+    """The metadata keys the converter writes (docs/lfm2-spec.md section 3.1), as read back by gguf-py."""
     arch = "lfm2"
     expect = {
         "general.architecture": arch,
-        "general.file_type": int(ftype),
+        "general.file_type": file_type,
         f"{arch}.block_count": cfg.num_hidden_layers,
         f"{arch}.context_length": cfg.max_position_embeddings,
         f"{arch}.embedding_length": cfg.hidden_size,
@@ -826,20 +879,6 @@ def verify_gguf(
     check(fields["tokenizer.ggml.token_type"][:15] == [3] * 14 + [1], "token types")
     merges = json.loads(tok.to_str())["model"]["merges"]
     check(fields["tokenizer.ggml.merges"] == [" ".join(m) for m in merges], "merges")
-
-    # read_gguf maps every GGUF name back to an HF name, so an equal set also rules out e.g. output.weight
-    check(set(read) == set(weights), f"{path.name}: tensor set differs")
-    for name, ref in weights.items():
-        check(read[name].shape == ref.shape, f"{path.name}: {name} shape {read[name].shape} != {ref.shape}")
-        f32_forced = ref.ndim <= 1 or "norm" in name or "conv.conv" in name
-        if f32_forced or ftype == gguf.LlamaFileType.ALL_F32:
-            ok = types[name] == "F32" and np.array_equal(read[name], ref)
-        elif ftype == gguf.LlamaFileType.MOSTLY_F16:
-            ok = types[name] == "F16" and np.array_equal(read[name], ref.astype(np.float16).astype(np.float32))
-        else:  # BF16: the reference weights are already bf16-representable, so the round trip is exact
-            ok = types[name] == "BF16" and np.array_equal(read[name], ref)
-        check(ok, f"{path.name}: {name} has type {types[name]} or wrong values")
-    return read
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -908,10 +947,12 @@ def prompt_positions(n: int, name: str) -> list[int]:
     return sorted(set(p for p in pos if p < n))
 
 
-def greedy_and_rows(model: Lfm2ForCausalLM, prompt: list[int]) -> tuple[list[int], np.ndarray, list[float]]:
-    """Greedy ids (each step a full forward, no cache, no EOS stop) and the 41 rows from one forward."""
+def greedy_and_rows(
+    model: Lfm2ForCausalLM, prompt: list[int], n_greedy: int = N_GREEDY
+) -> tuple[list[int], np.ndarray, list[float]]:
+    """Greedy ids (each step a full forward, no cache, no EOS stop) and the n_greedy+1 rows from one forward."""
     seq, greedy, margins = list(prompt), [], []
-    for _ in range(N_GREEDY):
+    for _ in range(n_greedy):
         last = full_logits(model, seq)[-1]
         nxt = int(np.argmax(last))
         top2 = np.sort(last)[-2:]
@@ -919,19 +960,24 @@ def greedy_and_rows(model: Lfm2ForCausalLM, prompt: list[int]) -> tuple[list[int
         margins.append(float(top2[1] - top2[0]))
         seq.append(nxt)
     rows = full_logits(model, prompt + greedy)[len(prompt) - 1 :]
-    check(rows.shape[0] == N_GREEDY + 1, "rows count")
-    check([int(np.argmax(r)) for r in rows[:N_GREEDY]] == greedy, "greedy ids != argmax(rows)")
+    check(rows.shape[0] == n_greedy + 1, "rows count")
+    check([int(np.argmax(r)) for r in rows[:n_greedy]] == greedy, "greedy ids != argmax(rows)")
     return greedy, rows, margins
 
 
 def write_expected(
-    exp_dir: Path, variant: str, files: list[str], model: Lfm2ForCausalLM, prompts: dict[str, list[int]]
+    exp_dir: Path,
+    variant: str,
+    files: list[str],
+    model: Lfm2ForCausalLM,
+    prompts: dict[str, list[int]],
+    n_greedy: int = N_GREEDY,
 ) -> dict:
     summary = {}
     for pname, ids in prompts.items():
         logits = full_logits(model, ids)
         positions = prompt_positions(len(ids), pname)
-        greedy, rows, margins = greedy_and_rows(model, ids)
+        greedy, rows, margins = greedy_and_rows(model, ids, n_greedy)
         check(np.abs(rows[0] - logits[-1]).max() < 1e-4, "row 0 != last prompt logits")
         save_npy(exp_dir / f"{variant}.{pname}.npy", logits[positions])
         save_npy(exp_dir / f"{variant}.{pname}.rows.npy", rows)
@@ -950,8 +996,466 @@ def write_expected(
             "len": len(ids),
             "logit_std": float(logits.std()),
             "min_margin": min(margins),
+            "greedy": greedy,
+            "positions": positions,
         }
     return summary
+
+
+# ----------------------------------------------------------------------------------------------------------
+# tiny-q: GGUFs quantized by llama.cpp's own quantizer, with exact-oracle and llama.cpp references
+# ----------------------------------------------------------------------------------------------------------
+
+LLAMA_N_CTX = 512  # every sequence (prompt + greedy) fits one batch / ubatch
+LLAMA_THREADS = 2
+
+
+def import_llama_cpp():
+    try:
+        import llama_cpp
+        import llama_cpp._logger as llama_logger
+    except ImportError as e:
+        raise SystemExit(f"tiny-q needs llama-cpp-python (pip install llama-cpp-python=={LLAMA_CPP_PYTHON}): {e}")
+    llama_logger.set_verbose(False)  # llama.cpp's log: errors only
+    return llama_cpp
+
+
+def llama_cpp_version() -> str:
+    from importlib.metadata import version
+
+    return version("llama_cpp_python")
+
+
+def use_more_bits(i_layer: int, n_layers: int) -> bool:
+    """llama.cpp's use_more_bits (llama-quant.cpp), C integer division."""
+    return i_layer < n_layers // 8 or i_layer >= 7 * n_layers // 8 or (i_layer - n_layers // 8) % 3 == 2
+
+
+def expected_quant_type(name: str, qname: str, layer_types: list[str]) -> str:
+    """The ggml type llama.cpp's quantizer gives GGUF tensor `name` (docs/lfm2-spec.md section 3.3)."""
+    base = TINY_Q_QUANTS[qname][1]
+    if name.endswith("_norm.weight") or "shortconv.conv" in name:
+        return "F32"  # norms: never quantized (1-D / *_norm); conv kernel: excluded by name
+    if name == "token_embd.weight":  # tied embedding: gets the output tensor's type
+        return "Q8_0" if base == "Q8_0" else "Q6_K"
+    if qname == "q4_k_m":
+        bid = int(name.split(".")[1])
+        attn = [i for i, t in enumerate(layer_types) if t == "full_attention"]
+        if name.endswith("attn_v.weight") and use_more_bits(attn.index(bid), len(attn)):
+            return "Q6_K"  # counter i_attention_wv runs over attention layers only
+        if name.endswith("ffn_down.weight") and use_more_bits(bid, len(layer_types)):
+            return "Q6_K"
+    return base
+
+
+def llama_quantize(src: Path, dst: Path, qname: str, nthread: int = LLAMA_THREADS) -> None:
+    """llama-quantize through llama-cpp-python: default params (no imatrix), the given ftype."""
+    llama_cpp = import_llama_cpp()
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, "LLAMA_FTYPE_" + TINY_Q_QUANTS[qname][0])
+    params.nthread = nthread
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params))
+    check(rc == 0 and dst.exists(), f"llama_model_quantize({src.name} -> {dst.name}) failed with {rc}")
+
+
+def llama_open(path: Path):
+    """llama.cpp CPU context: F32 KV cache, no flash attention, logits for every position."""
+    llama_cpp = import_llama_cpp()
+    return llama_cpp.Llama(
+        model_path=str(path),
+        n_ctx=LLAMA_N_CTX,
+        n_batch=LLAMA_N_CTX,
+        n_ubatch=LLAMA_N_CTX,
+        n_threads=LLAMA_THREADS,
+        n_threads_batch=LLAMA_THREADS,
+        n_gpu_layers=0,
+        logits_all=True,
+        type_k=llama_cpp.GGML_TYPE_F32,
+        type_v=llama_cpp.GGML_TYPE_F32,
+        flash_attn=False,
+        verbose=False,
+    )
+
+
+def llama_backend() -> str:
+    return (
+        f"llama.cpp via llama-cpp-python {llama_cpp_version()}, CPU, {LLAMA_THREADS} threads, F32 KV cache, "
+        "flash attention off; prompt logits from one batch, greedy steps one token at a time through the cache"
+    )
+
+
+def llama_forward(llm, ids: list[int]) -> np.ndarray:
+    """Logits at every position of `ids`, evaluated as one batch from an empty state."""
+    llm.reset()
+    llm.eval(ids)
+    return np.array(llm.scores[: len(ids)], dtype=np.float32)
+
+
+def llama_greedy(llm, prompt: list[int], n: int) -> tuple[list[int], list[float], np.ndarray, np.ndarray]:
+    """llama.cpp's own greedy path: (ids, margins, rows [n+1, vocab], prompt logits [len, vocab])."""
+    llm.reset()
+    llm.eval(prompt)
+    prompt_logits = np.array(llm.scores[: len(prompt)], dtype=np.float32)
+    rows, greedy, margins = [prompt_logits[-1]], [], []
+    for _ in range(n):
+        last = rows[-1]
+        nxt = int(np.argmax(last))
+        top2 = np.sort(last)[-2:]
+        greedy.append(nxt)
+        margins.append(float(top2[1] - top2[0]))
+        llm.eval([nxt])
+        rows.append(np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32))
+    return greedy, margins, np.stack(rows), prompt_logits
+
+
+def ggml_dequantizer():
+    """ggml's own C dequantizers (dequantize_row_*, exported by the libggml-base that llama-cpp-python ships),
+    or None when the library cannot be found. Used to cross-check gguf-py's NumPy dequantization."""
+    llama_cpp = import_llama_cpp()
+    libs = sorted((Path(llama_cpp.__file__).parent / "lib").glob("libggml-base.*"))
+    if not libs:
+        return None
+    lib = ctypes.CDLL(str(libs[0]))
+    funcs = {}
+    for tname in ("Q4_0", "Q8_0", "Q4_K", "Q6_K"):
+        f = getattr(lib, f"dequantize_row_{tname.lower().replace('_k', '_K')}")
+        f.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
+        f.restype = None
+        funcs[tname] = f
+
+    def dequant(raw: np.ndarray, tname: str, n: int) -> np.ndarray:
+        src = np.ascontiguousarray(raw, dtype=np.uint8)
+        out = np.empty(n, dtype=np.float32)
+        funcs[tname](src.ctypes.data, out.ctypes.data, n)
+        return out
+
+    return dequant
+
+
+def build_tiny_q(tok: Tokenizer, tok_dir: Path, calib_ids: list[int], seed: int, work: Path) -> dict:
+    """Weights (f32), the F16 GGUF in `work`, and one llama.cpp-quantized GGUF per TINY_Q_QUANTS entry."""
+    cfg = current_config(TINY_Q)
+    model = make_model(cfg)
+    ff = swiglu_width(cfg.intermediate_size, cfg.block_auto_adjust_ff_dim, cfg.block_ffn_dim_multiplier,
+                      cfg.block_multiple_of)
+    check(model.model.layers[0].feed_forward.w1.out_features == ff == TINY_Q["ff"], "tiny-q FFN width")
+    check(cfg.hidden_size % 256 == 0 and ff % 256 == 0, "tiny-q: K-quants need every ne0 % 256 == 0")
+    weights = random_weights("tiny-q", hf_shapes(model), seed=seed)
+    scale = calibrate_embedding(model, weights, calib_ids)
+    f16 = work / "tiny-q-f16.gguf"
+    write_gguf(f16, "tiny-q", cfg, ff, weights, tok_dir, tok, gguf.LlamaFileType.MOSTLY_F16)
+    quants = {}
+    for qname in TINY_Q_QUANTS:
+        quants[qname] = work / f"tiny-q-{qname}.gguf"
+        llama_quantize(f16, quants[qname], qname)
+    return {"cfg": cfg, "ff": ff, "weights": weights, "scale": scale, "f16": f16, "quants": quants, "model": model}
+
+
+def read_quant_gguf(path: Path, qname: str, cfg: Lfm2Config, ff: int, tok: Tokenizer, weights: dict):
+    """Re-read a quantized GGUF: metadata, tensor set/shapes, per-tensor types == llama.cpp's rules.
+    Returns (HF-named dequantized f32 weights, {GGUF name: type name})."""
+    fields, read, types = read_gguf(path)
+    check_gguf_metadata(path, fields, cfg, ff, tok, TINY_Q_QUANTS[qname][2])
+    check(set(read) == set(weights), f"{path.name}: tensor set differs")
+    gtypes = {}
+    for hf, ref in weights.items():
+        name = gguf_name(hf)
+        gtypes[name] = types[hf]
+        check(read[hf].shape == ref.shape, f"{path.name}: {name} shape")
+        want = expected_quant_type(name, qname, cfg.layer_types)
+        check(types[hf] == want, f"{path.name}: {name} is {types[hf]}, expected {want} by llama.cpp's rules")
+        if want == "F32":
+            check(np.array_equal(read[hf], ref), f"{path.name}: {name} F32 values changed")
+    return read, dict(sorted(gtypes.items(), key=lambda kv: _gguf_sort_key(kv[0])))
+
+
+def _gguf_sort_key(name: str):
+    parts = name.split(".")
+    return (1, int(parts[1]), parts[2]) if parts[0] == "blk" else (0 if name == "token_embd.weight" else 2, 0, name)
+
+
+def oracle_min_margin(built: dict, tok: Tokenizer, prompts: dict[str, list[int]]) -> float:
+    """Smallest top-1/top-2 gap of the exact-oracle greedy steps over all quantized files and prompts."""
+    margins = []
+    for qname, path in built["quants"].items():
+        read, _ = read_quant_gguf(path, qname, built["cfg"], built["ff"], tok, built["weights"])
+        model = make_model(current_config(TINY_Q))
+        load_into(model, read)
+        for ids in prompts.values():
+            margins += greedy_and_rows(model, ids, N_GREEDY_Q)[2]
+    return min(margins)
+
+
+def search_tiny_q_seed(out: Path, seeds: range) -> None:
+    """Print the smallest oracle greedy margin for each candidate TINY_Q_SEED (needs the tokenizer in out/)."""
+    tok = Tokenizer.from_file(str(out / "tiny-a" / "tokenizer.json"))
+    prompts = make_prompts_q(tok)
+    for seed in seeds:
+        with tempfile.TemporaryDirectory() as tmp:
+            built = build_tiny_q(tok, out / "tiny-a", prompts["p2"], seed, Path(tmp))
+            log(f"seed {seed}: min oracle greedy margin {oracle_min_margin(built, tok, prompts):.4f}")
+
+
+def make_prompts_q(tok: Tokenizer) -> dict[str, list[int]]:
+    """tiny-q prompts: p1 and p3 as for tiny-a/b, p2 = BOS + the first P2Q_LEN tokens of the same text."""
+    prompts = make_prompts(tok)
+    prompts["p2"] = prompts["p2"][: P2Q_LEN + 1]
+    return prompts
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def write_llama_expected(
+    exp_dir: Path, variant: str, files: list[str], llm, oracle: Lfm2ForCausalLM, prompts: dict, oracle_summary: dict
+) -> dict:
+    """`<variant>.<p>.llama.{json,npy}` from llama.cpp, plus its distance to the exact oracle."""
+    stats = {}
+    for pname, ids in prompts.items():
+        greedy, margins, rows, plog = llama_greedy(llm, ids, N_GREEDY_Q)
+        positions = prompt_positions(len(ids), pname)
+        check(positions == oracle_summary[pname]["positions"], "positions differ from the oracle's")
+        # llama.cpp's cached one-token steps vs its own batch evaluation of the same sequence
+        batch = llama_forward(llm, ids + greedy)[len(ids) - 1 :]
+        cached_vs_batch = float(np.abs(batch - rows).max())
+        # the same sequence (prompt + ORACLE greedy) through both backends, every position compared
+        seq = ids + oracle_summary[pname]["greedy"]
+        lo, oo = llama_forward(llm, seq), full_logits(oracle, seq)
+        diff = np.abs(lo - oo)
+        agree = np.argmax(lo, -1) == np.argmax(oo, -1)
+        vs = {
+            "sequence": "tokens + the oracle's greedy ids, one batch in each backend",
+            "positions_compared": len(seq),
+            "max_abs_diff": round(float(diff.max()), 5),
+            "max_abs_diff_prompt": round(float(diff[: len(ids)].max()), 5),
+            "mean_abs_diff": round(float(diff.mean()), 5),
+            "top1_agree": int(agree.sum()),
+            "top1_disagree_positions": [int(i) for i in np.nonzero(~agree)[0]],
+            "greedy_common_prefix": common_prefix(greedy, oracle_summary[pname]["greedy"]),
+            "llama_cached_vs_batch_max_abs_diff": round(cached_vs_batch, 6),
+        }
+        save_npy(exp_dir / f"{variant}.{pname}.llama.npy", plog[positions])
+        write_json(
+            exp_dir / f"{variant}.{pname}.llama.json",
+            {
+                "tokens": ids,
+                "greedy": greedy,
+                "greedy_margins": [round(m, 5) for m in margins],
+                "positions": positions,
+                "backend": llama_backend(),
+                "files": files,
+                "vs_oracle": vs,
+            },
+        )
+        stats[pname] = vs
+    return stats
+
+
+def make_tiny_q(out: Path, tok: Tokenizer, prompts: dict[str, list[int]], verified: list[str], work: Path) -> dict:
+    """tiny-q: F16 GGUF (in `work`, not kept) -> llama.cpp quantizer -> out/tiny-q-<type>.gguf; references."""
+    exp_dir = out / "expected"
+    built = build_tiny_q(tok, out / "tiny-a", prompts["p2"], TINY_Q_SEED, work)
+    cfg, ff, weights = built["cfg"], built["ff"], built["weights"]
+    verify_gguf(built["f16"], cfg, ff, weights, tok, gguf.LlamaFileType.MOSTLY_F16)
+    f32_logits = {p: full_logits(built["model"], ids) for p, ids in prompts.items()}
+
+    # determinism of the quantizer: 1 thread vs 2 threads, byte for byte
+    for qname, path in built["quants"].items():
+        again = work / f"again-{qname}.gguf"
+        llama_quantize(built["f16"], again, qname, nthread=1)
+        check(again.read_bytes() == path.read_bytes(), f"{qname}: quantizer output depends on the thread count")
+    verified.append(
+        "- tiny-q: llama.cpp's quantizer is deterministic here: quantizing the F16 file with 1 and with 2 threads "
+        "gives byte-identical files for every type."
+    )
+
+    dequant_c = ggml_dequantizer()
+    info = {"types": {}, "sizes": {}, "vs_oracle": {}, "oracle": {}, "quant_err": {}, "c_dequant_max_diff": {}}
+    for qname, src in built["quants"].items():
+        variant = f"tiny-q-{qname}"
+        dst = out / f"{variant}.gguf"
+        shutil.copyfile(src, dst)
+        read, gtypes = read_quant_gguf(dst, qname, cfg, ff, tok, weights)
+        info["types"][qname] = gtypes
+        log(f"{dst.name}: " + ", ".join(f"{n} {t}" for n, t in gtypes.items()))
+
+        # gguf-py's NumPy dequantization vs ggml's own C dequantizer, tensor by tensor
+        if dequant_c is not None:
+            worst = 0.0
+            for t in gguf.GGUFReader(str(dst)).tensors:
+                if t.tensor_type.name in ("Q4_0", "Q8_0", "Q4_K", "Q6_K"):
+                    ours = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32).ravel()
+                    theirs = dequant_c(t.data, t.tensor_type.name, int(t.n_elements))
+                    worst = max(worst, float(np.abs(ours - theirs).max()))
+            info["c_dequant_max_diff"][qname] = worst
+            check(worst == 0.0, f"{dst.name}: gguf-py and ggml dequantize differently (max |diff| {worst})")
+
+        # quantization error of the weights (relative RMS over all quantized matrices)
+        num = sum(float(((read[k] - weights[k]) ** 2).sum()) for k in weights if gtypes[gguf_name(k)] != "F32")
+        den = sum(float((weights[k] ** 2).sum()) for k in weights if gtypes[gguf_name(k)] != "F32")
+        info["quant_err"][qname] = float(np.sqrt(num / den))
+
+        oracle = make_model(current_config(TINY_Q))
+        load_into(oracle, read)
+        summary = write_expected(exp_dir, variant, [dst.name], oracle, prompts, N_GREEDY_Q)
+        info["oracle"][qname] = summary
+        info["oracle_vs_f32"] = info.get("oracle_vs_f32", {})
+        info["oracle_vs_f32"][qname] = max(
+            float(np.abs(full_logits(oracle, ids) - f32_logits[p]).max()) for p, ids in prompts.items()
+        )
+        llm = llama_open(dst)
+        check(llm.n_vocab() == VOCAB_SIZE, f"llama.cpp sees vocab {llm.n_vocab()}")
+        info["vs_oracle"][qname] = write_llama_expected(exp_dir, variant, [dst.name], llm, oracle, prompts, summary)
+        del llm
+        for p, v in info["vs_oracle"][qname].items():
+            log(f"  {variant} {p}: oracle min margin {summary[p]['min_margin']:.4f}; llama.cpp vs oracle max |diff| "
+                f"{v['max_abs_diff']:.4f} (prompt {v['max_abs_diff_prompt']:.4f}), top-1 {v['top1_agree']}/"
+                f"{v['positions_compared']}, greedy common prefix {v['greedy_common_prefix']}/{N_GREEDY_Q}")
+
+    verified.append(
+        "- tiny-q: every quantized file re-read with gguf-py: metadata as above (`general.file_type` = the llama "
+        "ftype), tensor set and shapes, norms and conv kernels still F32 with unchanged values, and each tensor's "
+        "ggml type equal to llama.cpp's type rules (docs/lfm2-spec.md section 3.3, recomputed independently)."
+    )
+    if info["c_dequant_max_diff"]:
+        verified.append(
+            "- tiny-q: gguf-py's NumPy dequantization (used by the oracle) equals ggml's own C `dequantize_row_*` "
+            "(from the libggml-base shipped with llama-cpp-python) bit for bit on every quantized tensor."
+        )
+    else:
+        log("WARNING: libggml-base not found; gguf-py vs ggml dequantization not cross-checked")
+    info["scale"] = built["scale"]
+    info["out"] = out
+    info["ff"] = ff
+    info["cfg"] = cfg
+    info["work_f16"] = built["f16"]
+    return info
+
+
+def llama_crosscheck_f32(out: Path, prompts: dict[str, list[int]], verified: list[str]) -> None:
+    """llama.cpp on the unquantized tiny-a/tiny-b GGUFs vs the stored transformers rows (sanity of the llama
+    path used for the tiny-q `.llama.` references, and of the GGUF layout)."""
+    notes = []
+    for gguf_file, variant, tol in [("tiny-a-f32.gguf", "tiny-a", 1e-3), ("tiny-a-f16.gguf", "tiny-a-f16", None),
+                                    ("tiny-b-bf16.gguf", "tiny-b", None)]:
+        llm = llama_open(out / gguf_file)
+        worst, same_greedy = 0.0, True
+        for pname, ids in prompts.items():
+            ref = json.loads((out / "expected" / f"{variant}.{pname}.json").read_text())
+            rows = np.load(out / "expected" / f"{variant}.{pname}.rows.npy")
+            lo = llama_forward(llm, ids + ref["greedy"])[len(ids) - 1 :]
+            worst = max(worst, float(np.abs(lo - rows).max()))
+            same_greedy &= [int(np.argmax(r)) for r in lo[:-1]] == ref["greedy"]
+        del llm
+        if tol is not None:
+            check(worst < tol and same_greedy, f"llama.cpp disagrees with transformers on {gguf_file}: {worst}")
+        notes.append(f"`{gguf_file}` max |diff| {worst:.2e}{'' if same_greedy else ' (a greedy id differs)'}")
+    verified.append(
+        "- llama.cpp (CPU, F32 KV cache) loads the unquantized GGUFs and reproduces the transformers rows "
+        "(prompt + greedy, one batch): " + ", ".join(notes) + " (F16/BF16: llama.cpp rounds activations to "
+        "F16/BF16 inside those matmuls)."
+    )
+
+
+def llama_tokenizer_check(out: Path, verified: list[str]) -> None:
+    """llama.cpp's tokenizer (pre-type lfm2 -> LLAMA3, ignore_merges) on the tokenizer cases."""
+    cases = json.loads((out / "tokenizer_cases.json").read_text())
+    llm = llama_open(out / "tiny-a-f32.gguf")
+    bad = [c["text"] for c in cases if llm.tokenize(c["text"].encode(), add_bos=True, special=True) != c["ids"]]
+    del llm
+    if bad:
+        log(f"NOTE: llama.cpp tokenizes {len(bad)}/{len(cases)} tokenizer cases differently: {bad}")
+    verified.append(
+        f"- llama.cpp's tokenizer on the GGUF agrees with `tokenizer_cases.json` (ids with BOS, special tokens "
+        f"parsed) on {len(cases) - len(bad)}/{len(cases)} cases"
+        + (f"; it differs on {', '.join(repr(b) for b in bad)}." if bad else ".")
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# --check-lfm-bin: do the Rust tool's GGUF writers produce files that llama.cpp loads?
+# ----------------------------------------------------------------------------------------------------------
+
+
+def compare_gguf_tensors(a: Path, b: Path) -> dict:
+    """Tensor-by-tensor comparison of two GGUFs: names, ggml types, raw bytes."""
+    ta = {t.name: t for t in gguf.GGUFReader(str(a)).tensors}
+    tb = {t.name: t for t in gguf.GGUFReader(str(b)).tensors}
+    common = sorted(set(ta) & set(tb), key=_gguf_sort_key)
+    same_type = [n for n in common if ta[n].tensor_type == tb[n].tensor_type]
+    same_bytes = [n for n in same_type if np.array_equal(np.asarray(ta[n].data).view(np.uint8),
+                                                          np.asarray(tb[n].data).view(np.uint8))]
+    return {
+        "only_in_lfm": sorted(set(ta) - set(tb)),
+        "only_in_llama": sorted(set(tb) - set(ta)),
+        "type_differs": [f"{n} ({ta[n].tensor_type.name} vs {tb[n].tensor_type.name})" for n in common
+                         if n not in same_type],
+        "bytes_differ": [n for n in same_type if n not in same_bytes],
+        "n_common": len(common),
+        "n_same_bytes": len(same_bytes),
+    }
+
+
+def check_lfm_bin(lfm: Path, out: Path, work: Path, tiny_q_f16: Path) -> int:
+    """Run `lfm synth` / `lfm quantize`, load each output with llama.cpp (tools/check_llama.py) and, for files
+    quantized from tiny-q's F16 GGUF, compare them tensor by tensor with llama.cpp's own quantization.
+    Prints a report; returns the number of failed checks."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from check_llama import check_file, format_result, ok
+
+    jobs = []  # (label, command, output, llama.cpp-quantized reference or None)
+    for q in TINY_Q_QUANTS:
+        dst = work / f"lfm-synth-tiny-{q}.gguf"
+        cmd = [lfm, "synth", "--preset", "tiny", "--quant", q, "--seed", "1", "-o", dst]
+        jobs.append((f"lfm synth --preset tiny --quant {q} --seed 1", cmd, dst, None))
+    dst = work / "lfm-quantize-tiny-a-q8_0.gguf"
+    cmd = [lfm, "quantize", "-m", out / "tiny-a-f32.gguf", "--type", "q8_0", "-o", dst]
+    jobs.append(("lfm quantize -m tiny-a-f32.gguf --type q8_0", cmd, dst, None))
+    for q in TINY_Q_QUANTS:
+        dst = work / f"lfm-quantize-tiny-q-{q}.gguf"
+        cmd = [lfm, "quantize", "-m", tiny_q_f16, "--type", q, "-o", dst]
+        jobs.append((f"lfm quantize -m tiny-q-f16.gguf --type {q}", cmd, dst, out / f"tiny-q-{q}.gguf"))
+
+    failures, summary = 0, []
+    for label, cmd, dst, ref in jobs:
+        log(f"\n=== {label}")
+        try:
+            r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=900)
+            rc, err = r.returncode, (r.stderr or r.stdout).strip().splitlines()[-3:]
+        except OSError as e:
+            rc, err = -1, [str(e)]
+        if rc != 0 or not dst.exists():
+            failures += 1
+            summary.append(f"FAIL  {label}: lfm exited {rc}: {' | '.join(err)}")
+            log(summary[-1])
+            continue
+        res = check_file(dst, n=16)
+        log(format_result(res))
+        line = f"{'OK  ' if ok(res) else 'FAIL'}  {label}: loaded {'yes' if res.get('loaded') else 'no'}"
+        if res.get("gguf", {}).get("tensor_types"):
+            line += f", types {res['gguf']['tensor_types']}"
+        if "greedy" in res:
+            line += f", greedy {res['greedy'][:8]}..."
+        if ref is not None and ref.exists():
+            cmp = compare_gguf_tensors(dst, ref)
+            ref_res = check_file(ref, n=16)
+            same_greedy = res.get("greedy") == ref_res.get("greedy")
+            line += (f"; vs llama.cpp's quantization: {cmp['n_same_bytes']}/{cmp['n_common']} tensors "
+                     f"byte-identical, greedy ids {'equal' if same_greedy else 'differ'}")
+            for key in ("only_in_lfm", "only_in_llama", "type_differs", "bytes_differ"):
+                if cmp[key]:
+                    line += f"; {key}: {', '.join(cmp[key])}"
+            log(f"vs {ref.name}: {cmp}")
+        if "error" in res:
+            line += f"; error: {res['error']}"
+        failures += 0 if ok(res) else 1
+        summary.append(line)
+    log("\n=== lfm output checks\n" + "\n".join(summary))
+    return failures
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -1027,20 +1531,112 @@ FILE_NOTES = {
     "tokenizer.json": "HF tokenizers file (shared tokenizer)",
     "tokenizer_config.json": "add_bos_token, special tokens, chat template",
     "prompts.json": "prompt ids per model (p1, p2, p3) and the source texts",
+    "quant_blocks.json": "quantization block cases (written by another tool, not by make_fixtures.py)",
 }
+for _q, (_ft, _base, _id) in TINY_Q_QUANTS.items():
+    FILE_NOTES[f"tiny-q-{_q}.gguf"] = (
+        f"tiny-q quantized to {_q.upper()} by llama.cpp's quantizer (file_type {_id}; type mix in the tiny-q section)"
+    )
 
 
 def file_note(rel: str) -> str:
     name = rel.split("/")[-1]
     if rel.startswith("expected/") and name != "prompts.json":
         variant, pname, *rest = name.split(".")
+        n = N_GREEDY_Q if variant.startswith("tiny-q") else N_GREEDY
         kind = {
             "json": "tokens, greedy ids (+ top-2 margins), positions, backend, files",
             "npy": "f32 logits [len(positions), vocab] at the prompt positions",
-            "rows.npy": f"f32 [{N_GREEDY + 1}, vocab]: row 0 after the prompt, row i after greedy[:i]",
+            "rows.npy": f"f32 [{n + 1}, vocab]: row 0 after the prompt, row i after greedy[:i]",
+            "llama.json": "llama.cpp: tokens, its own greedy ids (+ margins), positions, vs_oracle stats",
+            "llama.npy": "llama.cpp: f32 logits [len(positions), vocab] at the prompt positions",
         }[".".join(rest)]
         return f"{variant} / {pname}: {kind}"
     return FILE_NOTES.get(name, "")
+
+
+def tiny_q_readme(q: dict) -> str:
+    cfg: Lfm2Config = q["cfg"]
+    layers = ", ".join("attn" if t == "full_attention" else "conv" for t in cfg.layer_types)
+    qnames = list(TINY_Q_QUANTS)
+    names = list(q["types"][qnames[0]])
+    type_rows = "\n".join(f"| `{n}` | " + " | ".join(q["types"][k][n] for k in qnames) + " |" for n in names)
+    counts = " | ".join(
+        ", ".join(f"{t} x{c}" for t, c in sorted(Counter(q["types"][k].values()).items())) for k in qnames
+    )
+    sizes = " | ".join(f"{(q['out'] / f'tiny-q-{k}.gguf').stat().st_size:,}" for k in qnames)
+    errs = " | ".join(f"{q['quant_err'][k]:.4f}" for k in qnames)
+    vs_f32 = " | ".join(f"{q['oracle_vs_f32'][k]:.3f}" for k in qnames)
+    cmp_rows = []
+    for k in qnames:
+        for p, v in q["vs_oracle"][k].items():
+            n = v["positions_compared"]
+            cmp_rows.append(
+                f"| `tiny-q-{k}` | {p} | {n} | {v['max_abs_diff_prompt']:.4f} | {v['max_abs_diff']:.4f} | "
+                f"{v['mean_abs_diff']:.4f} | {v['top1_agree']}/{n} ({100 * v['top1_agree'] / n:.1f}%) | "
+                f"{v['greedy_common_prefix']}/{N_GREEDY_Q} | {q['oracle'][k][p]['min_margin']:.4f} |"
+            )
+    all_vs = [v for k in qnames for v in q["vs_oracle"][k].values()]
+    worst_cached = max(v["llama_cached_vs_batch_max_abs_diff"] for v in all_vs)
+    return f"""## Quantized model `tiny-q` (llama.cpp's own quantizer)
+
+| | tiny-q |
+|---|---|
+| hidden | {cfg.hidden_size} |
+| layers | {layers} |
+| heads / KV heads / head_dim | {cfg.num_attention_heads} / {cfg.num_key_value_heads} / {cfg.hidden_size // cfg.num_attention_heads} |
+| FFN width (effective) | {q["ff"]} (`intermediate_size` {q["ff"]}, no auto-adjust) |
+| vocab | {cfg.vocab_size} (the shared tokenizer) |
+| seed | {TINY_Q_SEED} (`TINY_Q_SEED`; weights drawn as for tiny-a, from (seed, "tiny-q", tensor name)) |
+| embedding scale | {q["scale"]:.6f} |
+
+Every matrix row length (ggml ne0) is {cfg.hidden_size} or {q["ff"]}, a multiple of the 256-weight K-quant super-block, so
+llama.cpp quantizes every matrix to the requested type with no fallback; `ffn_down` rows (ne0 {q["ff"]}) hold two
+super-blocks, all other rows one. The layer count is kept at {len(cfg.layer_types)} to keep the files small; Q4_K_M's
+`use_more_bits` still promotes tensors (the attention layer's `attn_v`, the last layer's `ffn_down`).
+
+How the files are made: the f32 weights (embedding calibrated like tiny-a's on the f32 model) are written as
+`tiny-q-f16.gguf` exactly like the other GGUFs (matrices F16, norms and conv kernels F32) in a temporary directory
+(not kept; the script rebuilds it bit-identically), then quantized by llama.cpp through llama-cpp-python:
+`llama_model_quantize(f16, out, params)` with `llama_model_quantize_default_params()`, `ftype` =
+`LLAMA_FTYPE_MOSTLY_{{Q4_0, Q8_0, Q4_K_M, Q6_K}}`, `nthread` 2, no imatrix. Quantizing with 1 and with 2 threads gives
+byte-identical files (checked), so the files depend only on the seed and the llama.cpp version.
+
+ggml type of each tensor (checked against llama.cpp's rules, docs/lfm2-spec.md section 3.3):
+
+| tensor | {" | ".join(f"`tiny-q-{k}.gguf`" for k in qnames)} |
+|---|{"---|" * len(qnames)}
+{type_rows}
+| **count** | {counts} |
+| **bytes** | {sizes} |
+| relative RMS weight error (quantized matrices) | {errs} |
+| oracle logits vs the f32 model, max abs diff | {vs_f32} |
+
+`token_embd` is tied (no `output.weight`), so it gets the output tensor's type: Q6_K, or Q8_0 in a Q8_0 file.
+
+References in `expected/` (prompt ids under `tiny-q` in `expected/prompts.json`: `p1` and `p3` as for tiny-a/b,
+`p2` = BOS + the first {P2Q_LEN} tokens of the same text, crossing prefill chunks of 64 and 128):
+
+- **Exact oracle**, `tiny-q-<type>.<p>.{{json,npy,rows.npy}}`: the quantized GGUF's weights dequantized to f32 with gguf-py
+  (`gguf.quants.dequantize`; bit-identical to ggml's C `dequantize_row_*`, checked) and run through transformers
+  `Lfm2ForCausalLM` in float32, exactly as for the other variants (one full forward per sequence). Same layout as
+  above with {N_GREEDY_Q} greedy ids and `rows.npy` `[{N_GREEDY_Q + 1}, vocab]`. This is what an implementation that
+  dequantizes the weights and computes in f32 must match (tight tolerance, exact greedy ids: the smallest greedy
+  margin over all tiny-q oracle references is {q["min_margin"]:.4f}).
+- **llama.cpp**, `tiny-q-<type>.<p>.llama.{{json,npy}}`: the same GGUF run by llama.cpp ({llama_backend()}).
+  `.llama.npy` = its logits at `positions`; `.llama.json` has `tokens`, llama.cpp's own `greedy` ({N_GREEDY_Q} ids) and
+  `greedy_margins`, `positions`, `backend`, `files`, and `vs_oracle` (the numbers below). No `rows.npy` for llama.cpp
+  (to save space; its greedy path is reproducible with `tools/check_llama.py --prompt-ids ... -n {N_GREEDY_Q}`).
+  llama.cpp's CPU matmuls quantize the activations too (to Q8_0 for Q4_0/Q8_0 weights, Q8_K for K-quants) before
+  the integer dot products, so llama.cpp is NOT the f32-activation oracle: use these files as a loose check.
+
+llama.cpp vs the exact oracle on the same sequence (prompt + the oracle's greedy ids, one batch in each backend, every
+position compared); "greedy prefix" = how many of llama.cpp's own greedy ids (cached decode) equal the oracle's before
+the first difference. llama.cpp's cached one-token steps match its own batch evaluation to {worst_cached:.2e}.
+
+| file | prompt | positions | max abs diff, prompt | max abs diff, all | mean abs diff | top-1 agreement | greedy prefix | oracle min margin |
+|---|---|---|---|---|---|---|---|---|
+""" + "\n".join(cmp_rows)
 
 
 def write_readme(out: Path, info: dict) -> None:
@@ -1061,7 +1657,8 @@ script. It is deterministic (seed {SEED}): weights come from per-tensor numpy PC
 
 Library versions used: Python {platform.python_version()}, torch {torch.__version__}, transformers
 {transformers.__version__}, tokenizers {tokenizers.__version__}, gguf (gguf-py) {info["gguf_version"]},
-safetensors {safetensors.__version__}, numpy {np.__version__}, jinja2 {jinja2.__version__}.
+safetensors {safetensors.__version__}, numpy {np.__version__}, jinja2 {jinja2.__version__}, llama-cpp-python
+{llama_cpp_version()} (its bundled llama.cpp: quantizer for tiny-q, CPU inference for the `.llama.` references).
 
 ## Models
 
@@ -1131,6 +1728,8 @@ Every logit comes from one full forward over the whole sequence (`use_cache=Fals
 The seed was chosen so that no greedy step is a near tie: the smallest top-1/top-2 gap over all references is
 {info["min_margin"]:.4f} (> {MIN_GREEDY_MARGIN}), so an f32 implementation can be required to reproduce `greedy` exactly.
 
+{tiny_q_readme(info["tiny-q"])}
+
 ## Tokenizer and chat cases
 
 - `tokenizer_cases.json`: list of `{{text, ids, ids_no_special, tokens_no_special, decoded, decoded_skip_special}}`;
@@ -1170,7 +1769,8 @@ OWNED = [
     "tokenizer_cases.json",
     "chat_cases.json",
     "README.md",
-]
+] + [f"tiny-q-{q}.gguf" for q in TINY_Q_QUANTS]
+# Not owned (left alone, listed in the README's file table): quant_blocks.json (another tool writes it).
 
 
 def make_prompts(tok: Tokenizer) -> dict[str, list[int]]:
@@ -1244,7 +1844,24 @@ def make_tiny_b(out: Path, tok: Tokenizer, calib_ids: list[int], verified: list[
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "tests" / "fixtures", help="output directory")
-    out: Path = ap.parse_args().out.resolve()
+    ap.add_argument("--check-lfm-bin", type=Path, metavar="PATH",
+                    help="after generating, check that `PATH synth` / `PATH quantize` outputs load in llama.cpp")
+    ap.add_argument("--check-only", action="store_true",
+                    help="with --check-lfm-bin: skip generation, check against the existing fixtures")
+    ap.add_argument("--search-tiny-q-seed", type=int, nargs=2, metavar=("FIRST", "LAST"),
+                    help="print the smallest tiny-q oracle greedy margin for each seed in [FIRST, LAST], then exit")
+    args = ap.parse_args()
+    out: Path = args.out.resolve()
+    if args.search_tiny_q_seed:
+        search_tiny_q_seed(out, range(args.search_tiny_q_seed[0], args.search_tiny_q_seed[1] + 1))
+        return
+    if args.check_only:
+        check(args.check_lfm_bin is not None, "--check-only needs --check-lfm-bin")
+        with tempfile.TemporaryDirectory() as work:
+            tok = Tokenizer.from_file(str(out / "tiny-a" / "tokenizer.json"))
+            built = build_tiny_q(tok, out / "tiny-a", make_prompts_q(tok)["p2"], TINY_Q_SEED, Path(work))
+            failures = check_lfm_bin(args.check_lfm_bin.resolve(), out, Path(work), built["f16"])
+        raise SystemExit(1 if failures else 0)
     out.mkdir(parents=True, exist_ok=True)
     old_sha = _committed_corpus_sha(out / "README.md")
     for name in OWNED:  # remove only what this script owns
@@ -1255,6 +1872,8 @@ def main() -> None:
             p.unlink()
     for d in ("tiny-a", "tiny-b", "expected"):
         (out / d).mkdir()
+    work_dir = tempfile.TemporaryDirectory()  # tiny-q's F16 GGUF and scratch files (not kept)
+    work = Path(work_dir.name)
     torch.manual_seed(SEED)
     torch.use_deterministic_algorithms(True)
     verified: list[str] = []
@@ -1315,14 +1934,16 @@ def main() -> None:
 
     # --- reference outputs -----------------------------------------------------------------------------------------
     exp_dir = out / "expected"
+    prompts_q = make_prompts_q(tok)
     write_json(
         exp_dir / "prompts.json",
         {
             "tiny-a": prompts,
             "tiny-b": prompts,
+            "tiny-q": prompts_q,
             "texts": {"p1": P1_TEXT, "p2": P2_TEXT},
-            "notes": f"p1 = BOS + first {P1_LEN} tokens of texts.p1; p2 = BOS + first {P2_LEN} tokens of texts.p2; "
-            f"p3 = BOS + {P3_LEN} seeded random ids in [{len(SPECIAL_TOKENS)}, {VOCAB_SIZE})",
+            "notes": f"p1 = BOS + first {P1_LEN} tokens of texts.p1; p2 = BOS + first {P2_LEN} tokens of texts.p2 "
+            f"(tiny-q: first {P2Q_LEN}); p3 = BOS + {P3_LEN} seeded random ids in [{len(SPECIAL_TOKENS)}, {VOCAB_SIZE})",
         },
     )
     summaries = {
@@ -1335,6 +1956,15 @@ def main() -> None:
                                          f"{v['min_margin']:.4f}" for p, v in summary.items()))
     min_margin = min(v["min_margin"] for s in summaries.values() for v in s.values())
     check(min_margin > MIN_GREEDY_MARGIN, f"a greedy step is a near tie (gap {min_margin:.4f}): pick another SEED")
+
+    # --- tiny-q: llama.cpp-quantized GGUFs, exact-oracle and llama.cpp references --------------------------------
+    q_info = make_tiny_q(out, tok, prompts_q, verified, work)
+    for qname, summary in q_info["oracle"].items():
+        log(f"tiny-q-{qname}: " + ", ".join(f"{p}: len {v['len']} std {v['logit_std']:.2f} min margin "
+                                             f"{v['min_margin']:.4f}" for p, v in summary.items()))
+    q_margin = min(v["min_margin"] for s in q_info["oracle"].values() for v in s.values())
+    check(q_margin > MIN_GREEDY_MARGIN, f"tiny-q greedy near tie (gap {q_margin:.4f}): pick another TINY_Q_SEED")
+    q_info["min_margin"] = q_margin
     stds = [v["logit_std"] for s in summaries.values() for v in s.values()]
     verified.append(
         f"- Greedy ids equal the argmax of the stored rows; row 0 equals the last prompt-position logits. "
@@ -1351,8 +1981,13 @@ def main() -> None:
         "`apply_chat_template` (its `tojson` keeps dict key order) and start with exactly one BOS."
     )
 
+    # --- llama.cpp on the unquantized files and the tokenizer ------------------------------------------------------
+    llama_crosscheck_f32(out, prompts, verified)
+    llama_tokenizer_check(out, verified)
+
     # --- README ------------------------------------------------------------------------------------------------------
     info = {
+        "tiny-q": q_info,
         "gguf_version": _gguf_version(),
         "corpus_sha256": corpus_sha,
         "n_merges": n_merges,
@@ -1375,7 +2010,12 @@ def main() -> None:
 
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     log(f"wrote {out} ({total:,} bytes)")
-    check(total < 3_500_000, f"fixtures too large: {total} bytes")
+    check(total < MAX_TOTAL_BYTES, f"fixtures too large: {total} bytes")
+
+    failures = check_lfm_bin(args.check_lfm_bin.resolve(), out, work, q_info["work_f16"]) if args.check_lfm_bin else 0
+    work_dir.cleanup()
+    if failures:
+        raise SystemExit(f"{failures} lfm output check(s) failed (fixtures were written)")
 
 
 def _gguf_version() -> str:

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use lfm::ModelFile;
 use lfm::chat::ChatMessage;
+use lfm::conversation::Conversation;
 use lfm::gpu::{Gpu, GpuOptions};
 use lfm::model::GpuModel;
 use lfm::sampling::SamplerConfig;
@@ -83,7 +84,9 @@ fn sampler(a: &SampleArgs) -> SamplerConfig {
         top_k: a.top_k,
         top_p: a.top_p,
         min_p: a.min_p,
-        repeat_penalty: if a.temp == 0.0 { 1.0 } else { a.repeat_penalty }, // --temp 0 = plain argmax
+        repeat_penalty: a
+            .repeat_penalty
+            .unwrap_or(if a.temp == 0.0 { 1.0 } else { 1.05 }),
         repeat_last_n: 64,
         seed,
     }
@@ -187,10 +190,7 @@ pub fn chat(a: ChatArgs) -> Result<()> {
     if l.tok.chat_template().is_none() {
         bail!("this model has no chat template");
     }
-    let mut messages = Vec::new();
-    if let Some(s) = &a.system {
-        messages.push(ChatMessage::system(s.clone()));
-    }
+    let mut conv = Conversation::new(a.system.as_deref());
     eprintln!(
         "chatting with {} on {} (context {} tokens). /reset starts over, /exit or Ctrl-D quits.",
         l.file.path.display(),
@@ -208,35 +208,42 @@ pub fn chat(a: ChatArgs) -> Result<()> {
             "" => continue,
             "/exit" | "/quit" => break,
             "/reset" => {
-                messages.retain(|m: &ChatMessage| m.role == "system");
+                conv.reset();
                 l.session.reset();
                 continue;
             }
             _ => {}
         }
-        messages.push(ChatMessage::user(line));
-        let full = l.tok.encode_chat(&messages, None, true)?;
+        let full = conv.push_user(&l.tok, &line)?;
         let start = l.session.reuse_prefix(&full);
         let tok = &l.tok;
         let mut dec = StreamDecoder::new(true);
         let mut out = std::io::stdout().lock();
+        let mut write_err = None;
         let stats = l
             .session
             .generate(&full[start..], a.n, &|id| tok.is_eog(id), &mut |id| {
-                if let Ok(t) = dec.push(tok, id) {
-                    let _ = write!(out, "{t}");
-                    let _ = out.flush();
+                let r = dec
+                    .push(tok, id)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|t| {
+                        write!(out, "{t}")?;
+                        out.flush()?;
+                        Ok(())
+                    });
+                match r {
+                    Ok(()) => true,
+                    Err(e) => {
+                        write_err = Some(e);
+                        false
+                    }
                 }
-                true
             })?;
+        if let Some(e) = write_err {
+            return Err(e);
+        }
         writeln!(out, "{}", dec.finish(tok)?)?;
-        let reply_ids: Vec<u32> = stats
-            .generated
-            .iter()
-            .copied()
-            .filter(|&id| !tok.is_eog(id))
-            .collect();
-        messages.push(ChatMessage::assistant(tok.decode(&reply_ids, true)?));
+        conv.push_reply(tok, &stats.generated)?;
         eprintln!(
             "[{} new prompt tokens, {} generated, {:.1} tok/s]",
             full.len() - start,
@@ -245,7 +252,7 @@ pub fn chat(a: ChatArgs) -> Result<()> {
         );
         if stats.stop == StopReason::ContextFull {
             eprintln!("[context full: starting a new conversation]");
-            messages.retain(|m: &ChatMessage| m.role == "system");
+            conv.reset();
             l.session.reset();
         }
     }

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use std::io::Write;
+
 use anyhow::Result;
 use lfm::gpu::{GpuOptions, list_adapters};
 
@@ -9,19 +11,22 @@ use crate::InfoArgs;
 use crate::commands::{human_bytes, open_model};
 
 pub fn info(a: InfoArgs) -> Result<()> {
+    let mut out = std::io::stdout().lock();
     let f = open_model(a.model.as_deref())?;
     let c = &f.config;
-    println!("model:        {}", f.path.display());
-    println!("source:       {:?}", f.kind);
-    println!("architecture: lfm2");
-    println!(
+    writeln!(out, "model:        {}", f.path.display())?;
+    writeln!(out, "source:       {:?}", f.kind)?;
+    writeln!(out, "architecture: lfm2")?;
+    writeln!(
+        out,
         "layers:       {} ({} conv + {} attention): {}",
         c.num_layers(),
         c.num_conv_layers(),
         c.num_attention_layers(),
         c.layer_pattern()
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "hidden {}, ffn {}, heads {} / {} KV (head_dim {}), vocab {}, conv kernel {}",
         c.hidden_size,
         c.ff_size,
@@ -30,25 +35,26 @@ pub fn info(a: InfoArgs) -> Result<()> {
         c.head_dim,
         c.vocab_size,
         c.conv_kernel
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "rope theta {}, rms eps {:e}, max positions {}, tied output: {}",
         c.rope_theta, c.norm_eps, c.max_position_embeddings, c.tie_embeddings
-    );
+    )?;
     for (k, v) in f.metadata_summary() {
-        println!("  {k}: {v}");
+        writeln!(out, "  {k}: {v}")?;
     }
     let mut by_format: BTreeMap<String, (usize, u64)> = BTreeMap::new();
-    println!("\ntensors:");
+    writeln!(out, "\ntensors:")?;
     for t in f.tensors.values() {
-        println!("  {:<40} {:<5} {:?}", t.name, t.format.name(), t.shape);
+        writeln!(out, "  {:<40} {:<5} {:?}", t.name, t.format.name(), t.shape)?;
         let e = by_format.entry(t.format.name().to_string()).or_default();
         e.0 += 1;
         e.1 += t.len as u64;
     }
-    println!("formats:");
+    writeln!(out, "formats:")?;
     for (fmt, (n, bytes)) in &by_format {
-        println!("  {fmt:<5} {n:>4} tensors  {}", human_bytes(*bytes));
+        writeln!(out, "  {fmt:<5} {n:>4} tensors  {}", human_bytes(*bytes))?;
     }
     let weights = f.weight_bytes();
     // KV is f32 on the device in this build: 4 bytes per element.
@@ -60,56 +66,63 @@ pub fn info(a: InfoArgs) -> Result<()> {
         .max(c.ff_size) as u64;
     let scratch = chunk * 4 * (3 * c.hidden_size as u64 + wide + 2 * c.q_dim() as u64)
         + 4 * c.vocab_size as u64;
-    println!("\nmemory plan (KV f32, prefill chunk {chunk}):");
-    println!("  weights             {}", human_bytes(weights));
-    println!("  KV per token        {kv_per_token} B");
-    println!(
+    writeln!(out, "\nmemory plan (KV f32, prefill chunk {chunk}):")?;
+    writeln!(out, "  weights             {}", human_bytes(weights))?;
+    writeln!(out, "  KV per token        {kv_per_token} B")?;
+    writeln!(
+        out,
         "  KV at 4K / 32K      {} / {}",
         human_bytes(kv_per_token * 4096),
         human_bytes(kv_per_token * 32768)
-    );
-    println!("  conv state          {}", human_bytes(conv_state));
-    println!("  scratch             {}", human_bytes(scratch));
-    println!(
+    )?;
+    writeln!(out, "  conv state          {}", human_bytes(conv_state))?;
+    writeln!(out, "  scratch             {}", human_bytes(scratch))?;
+    writeln!(
+        out,
         "  total at 4K / 32K   {} / {}",
         human_bytes(weights + kv_per_token * 4096 + conv_state + scratch),
         human_bytes(weights + kv_per_token * 32768 + conv_state + scratch)
-    );
+    )?;
     Ok(())
 }
 
 pub fn devices() -> Result<()> {
+    let mut out = std::io::stdout().lock();
     let adapters = pollster::block_on(list_adapters(&GpuOptions::default()));
     if adapters.is_empty() {
-        println!(
+        writeln!(
+            out,
             "no GPU adapters found (install a Vulkan driver such as Mesa lavapipe, or set WGPU_BACKEND=gl)"
-        );
+        )?;
         return Ok(());
     }
     for (i, a) in adapters.iter().enumerate() {
         let info = a.get_info();
         let l = a.limits();
-        println!("[{i}] {}", info.name);
-        println!(
+        writeln!(out, "[{i}] {}", info.name)?;
+        writeln!(
+            out,
             "    backend {:?}, type {:?}, driver {} {}",
             info.backend, info.device_type, info.driver, info.driver_info
-        );
+        )?;
         let f = a.features();
         let has = |x: wgpu::Features| if f.contains(x) { "yes" } else { "no" };
-        println!(
+        writeln!(
+            out,
             "    shader-f16: {}, subgroups: {}, timestamp queries: {}",
             has(wgpu::Features::SHADER_F16),
             has(wgpu::Features::SUBGROUP),
             has(wgpu::Features::TIMESTAMP_QUERY)
-        );
-        println!(
+        )?;
+        writeln!(
+            out,
             "    max buffer {}, max storage binding {}, storage buffers/stage {}, workgroup storage {} B, invocations/workgroup {}",
             human_bytes(l.max_buffer_size),
             human_bytes(l.max_storage_buffer_binding_size),
             l.max_storage_buffers_per_shader_stage,
             l.max_compute_workgroup_storage_size,
             l.max_compute_invocations_per_workgroup
-        );
+        )?;
     }
     Ok(())
 }

@@ -1,10 +1,11 @@
 //! `lfm`: run LFM2 models on WebGPU from the command line.
 //!
-//! `lfm run`, `lfm chat`, `lfm eval`, `lfm info`, `lfm devices`. With no `-m`, `run` and `chat`
-//! use the small model built into the binary (see README.md).
+//! `lfm run`, `lfm chat`, `lfm eval`, `lfm info`, `lfm devices`, `lfm quantize`, `lfm synth`.
+//! With no `-m`, `run` and `chat` use the small model built into the binary (see README.md).
 
 mod commands;
 mod info;
+mod tools;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +31,10 @@ enum Cmd {
     Info(InfoArgs),
     /// List GPU adapters with their backend, features and limits.
     Devices,
+    /// Quantize a model (HF directory or GGUF) to a GGUF file: q4_0, q8_0 or q4_k_m.
+    Quantize(tools::QuantizeArgs),
+    /// Write a random-weight LFM2 with a released shape, as GGUF.
+    Synth(tools::SynthArgs),
 }
 
 /// Model, device and context options shared by the commands that run a model.
@@ -64,9 +69,10 @@ pub struct SampleArgs {
     /// Drop tokens less likely than min-p times the most likely one (0 = off).
     #[arg(long = "min-p", default_value_t = 0.15)]
     pub min_p: f32,
-    /// Penalise the last 64 tokens (1 = off).
-    #[arg(long = "repeat-penalty", default_value_t = 1.05)]
-    pub repeat_penalty: f32,
+    /// Penalise the last 64 tokens (1 = off; default 1.05, or 1 with --temp 0 so that greedy
+    /// decoding is the plain argmax).
+    #[arg(long = "repeat-penalty")]
+    pub repeat_penalty: Option<f32>,
     /// Random seed (default: from the clock).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -132,6 +138,7 @@ pub struct InfoArgs {
 }
 
 fn main() -> ExitCode {
+    quiet_mesa();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -149,12 +156,36 @@ fn main() -> ExitCode {
         Cmd::Eval(a) => commands::eval(a),
         Cmd::Info(a) => info::info(a),
         Cmd::Devices => info::devices(),
+        Cmd::Quantize(a) => tools::quantize(a),
+        Cmd::Synth(a) => tools::synth(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`lfm info | head`): stop quietly, as other tools do.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Mesa's Vulkan device-select layer looks for a Wayland display through `XDG_RUNTIME_DIR` and
+/// prints "error: XDG_RUNTIME_DIR is invalid" on stderr when it is unset (headless machines, CI).
+/// Point it at a private directory so stderr carries only our own messages.
+fn quiet_mesa() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        let dir = std::env::temp_dir().join("lfm-xdg-runtime");
+        if std::fs::create_dir_all(&dir).is_ok() {
+            // SAFETY: called first thing in main, before any other thread exists.
+            unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
         }
     }
 }

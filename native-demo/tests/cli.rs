@@ -1030,36 +1030,57 @@ fn errors_are_reported_cleanly() {
     assert_eq!(out.code, Some(2), "{out}");
 }
 
-/// A reader that goes away (`lfm info | head -1`) must not make the CLI panic.
+/// A reader that goes away (`lfm info | head -1`) must not make the CLI panic. The read end is
+/// closed before the process starts, so its first write fails with EPIPE deterministically.
 #[test]
 fn closed_stdout_does_not_panic() {
-    let exe = env!("CARGO_BIN_EXE_lfm");
-    let mut child = Command::new(exe)
-        .args(["info", "-m", &model("tiny-a-f32.gguf")])
-        .env("XDG_RUNTIME_DIR", xdg_runtime_dir())
-        .env("RUST_BACKTRACE", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning lfm");
-    // Close the read end before the CLI writes anything.
-    drop(child.stdout.take());
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr pipe")
-        .read_to_string(&mut stderr)
-        .expect("reading stderr");
-    let status = child.wait().expect("waiting for lfm");
-    let out = Out {
-        cmd: "lfm info -m tiny-a-f32.gguf (stdout closed)".into(),
-        code: status.code(),
-        stdout: String::new(),
-        stderr,
-    };
-    out.assert_no_panic();
+    let m = model("tiny-a-f32.gguf");
+    for args in [
+        vec!["info", "-m", m.as_str()],
+        vec!["devices"],
+        vec![
+            "run",
+            "-m",
+            &m,
+            "--prompt-ids",
+            "1,2",
+            "-n",
+            "3",
+            "--temp",
+            "0",
+            "--json",
+        ],
+        vec![
+            "run",
+            "-m",
+            &m,
+            "--prompt-ids",
+            "1,2",
+            "-n",
+            "3",
+            "--temp",
+            "0",
+        ],
+    ] {
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        drop(reader);
+        let output = Command::new(env!("CARGO_BIN_EXE_lfm"))
+            .args(&args)
+            .env("XDG_RUNTIME_DIR", xdg_runtime_dir())
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("running lfm");
+        let out = Out {
+            cmd: format!("lfm {} (stdout closed)", args.join(" ")),
+            code: output.status.code(),
+            stdout: String::new(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        };
+        out.assert_no_panic();
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

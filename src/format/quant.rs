@@ -1,5 +1,10 @@
 //! Weight storage formats. One enum; the GPU GEMV/GEMM/embedding kernels select a block decoder
 //! (`shaders/formats/<name>.wgsl`) from it, so a new format is a new decoder, not a new kernel.
+//!
+//! The ggml blocks are `#[repr(C)]` structs of byte arrays (alignment 1, sizes checked at
+//! compile time) cast straight from the file's bytes; their CPU dequantization follows ggml's
+//! definitions (spec §5) and matches gguf-py's bit for bit (`tests/quant.rs`). Quantizers are
+//! in [`crate::quantize::blocks`].
 
 /// How a tensor's elements are stored (in the file and, after upload, on the device).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -89,8 +94,28 @@ impl QuantFormat {
         )
     }
 
-    /// Dequantize `bytes` (a whole number of rows/blocks) to f32 on the CPU. Used by the CPU
-    /// reference and by tests; never on the inference path.
+    /// Whether this is a block-quantized format (not a plain float type).
+    pub const fn is_quantized(self) -> bool {
+        !matches!(
+            self,
+            QuantFormat::F32 | QuantFormat::F16 | QuantFormat::BF16
+        )
+    }
+
+    /// Every format, in enum order.
+    pub const ALL: [QuantFormat; 8] = [
+        QuantFormat::F32,
+        QuantFormat::F16,
+        QuantFormat::BF16,
+        QuantFormat::Q4_0,
+        QuantFormat::Q8_0,
+        QuantFormat::Q4K,
+        QuantFormat::Q5K,
+        QuantFormat::Q6K,
+    ];
+
+    /// Dequantize `bytes` (a whole number of rows/blocks) to f32 on the CPU, appending to
+    /// `out`. Used by the CPU reference, the quantizer and tests; never on the inference path.
     pub fn dequantize(self, bytes: &[u8], out: &mut Vec<f32>) -> Result<(), String> {
         let bb = self.block_bytes();
         if !bytes.len().is_multiple_of(bb) {
@@ -100,30 +125,235 @@ impl QuantFormat {
                 self.name()
             ));
         }
+        let start = out.len();
+        out.resize(start + bytes.len() / bb * self.block_elems(), 0.0);
+        let y = &mut out[start..];
         match self {
-            QuantFormat::F32 => out.extend(
-                bytes
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-            ),
-            QuantFormat::F16 => out.extend(
-                bytes
-                    .chunks_exact(2)
-                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()),
-            ),
-            QuantFormat::BF16 => out.extend(
-                bytes
-                    .chunks_exact(2)
-                    .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()),
-            ),
-            other => {
-                return Err(format!(
-                    "CPU dequantization of {} is not implemented yet",
-                    other.name()
-                ));
+            QuantFormat::F32 => {
+                for (v, c) in y.iter_mut().zip(bytes.chunks_exact(4)) {
+                    *v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                }
             }
+            QuantFormat::F16 => {
+                for (v, c) in y.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *v = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
+                }
+            }
+            QuantFormat::BF16 => {
+                for (v, c) in y.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *v = half::bf16::from_le_bytes([c[0], c[1]]).to_f32();
+                }
+            }
+            QuantFormat::Q4_0 => dequant_blocks::<BlockQ4_0>(bytes, y),
+            QuantFormat::Q8_0 => dequant_blocks::<BlockQ8_0>(bytes, y),
+            QuantFormat::Q4K => dequant_blocks::<BlockQ4K>(bytes, y),
+            QuantFormat::Q5K => dequant_blocks::<BlockQ5K>(bytes, y),
+            QuantFormat::Q6K => dequant_blocks::<BlockQ6K>(bytes, y),
         }
         Ok(())
+    }
+
+    /// Quantize `x` (a whole number of blocks) into this format, appending the bytes to `out`.
+    /// Errors on a non-finite value or a block whose scale does not fit in f16. See
+    /// [`crate::quantize::blocks`] for how scales are chosen.
+    pub fn quantize(self, x: &[f32], out: &mut Vec<u8>) -> Result<(), String> {
+        crate::quantize::blocks::quantize(self, x, out)
+    }
+}
+
+/// Splits `bytes` into `B` blocks and decodes each into its `B::ELEMS` outputs. The caller has
+/// checked that `bytes` is a whole number of blocks and `y` has room for them.
+fn dequant_blocks<B: Block>(bytes: &[u8], y: &mut [f32]) {
+    let blocks: &[B] = bytemuck::cast_slice(bytes);
+    for (b, out) in blocks.iter().zip(y.chunks_exact_mut(B::ELEMS)) {
+        b.dequantize(out);
+    }
+}
+
+/// A ggml block: a fixed number of elements stored in a fixed, packed byte layout.
+pub trait Block: bytemuck::Pod {
+    const FORMAT: QuantFormat;
+    const ELEMS: usize;
+    /// Writes the block's `ELEMS` values into `y` (`y.len() == ELEMS`).
+    fn dequantize(&self, y: &mut [f32]);
+}
+
+fn f16_le(b: [u8; 2]) -> f32 {
+    half::f16::from_le_bytes(b).to_f32()
+}
+
+/// Q4_0: 32 weights; `x = d * (q - 8)`. Low nibbles of `qs` hold elements 0..16, high
+/// nibbles 16..32.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockQ4_0 {
+    /// f16 scale, little-endian.
+    pub d: [u8; 2],
+    pub qs: [u8; 16],
+}
+
+/// Q8_0: 32 weights; `x = d * q`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockQ8_0 {
+    pub d: [u8; 2],
+    pub qs: [i8; 32],
+}
+
+/// Q4_K: 256 weights in 8 sub-blocks of 32; `x = d * sc[s] * q - dmin * m[s]`, q in 0..16,
+/// six-bit `sc` / `m` packed in `scales` (see [`scale_min_k4`]). Each 32 bytes of `qs` hold
+/// 64 weights: low nibbles the first 32 (sub-block 2j), high nibbles the next 32 (2j + 1).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockQ4K {
+    pub d: [u8; 2],
+    pub dmin: [u8; 2],
+    pub scales: [u8; 12],
+    pub qs: [u8; 128],
+}
+
+/// Q5_K: as Q4_K with a fifth bit per weight: for the j-th group of 64, bit 2j of `qh[l]`
+/// belongs to the low-nibble weight l, bit 2j + 1 to the high-nibble weight 32 + l; q in 0..32.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockQ5K {
+    pub d: [u8; 2],
+    pub dmin: [u8; 2],
+    pub scales: [u8; 12],
+    pub qh: [u8; 32],
+    pub qs: [u8; 128],
+}
+
+/// Q6_K: 256 weights in 16 sub-blocks of 16; `x = d * scales[s] * (q - 32)`, q in 0..64.
+/// For each half of 128 weights (`ql` 64 bytes, `qh` 32 bytes): weight l (l < 32) has its low
+/// four bits in `ql[l] & 15` and its top two bits in `qh[l] & 3`; weight 32 + l in
+/// `ql[32 + l] & 15` and `(qh[l] >> 2) & 3`; 64 + l in `ql[l] >> 4` and `(qh[l] >> 4) & 3`;
+/// 96 + l in `ql[32 + l] >> 4` and `qh[l] >> 6`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct BlockQ6K {
+    pub ql: [u8; 128],
+    pub qh: [u8; 64],
+    pub scales: [i8; 16],
+    pub d: [u8; 2],
+}
+
+const _: () = assert!(size_of::<BlockQ4_0>() == QuantFormat::Q4_0.block_bytes());
+const _: () = assert!(size_of::<BlockQ8_0>() == QuantFormat::Q8_0.block_bytes());
+const _: () = assert!(size_of::<BlockQ4K>() == QuantFormat::Q4K.block_bytes());
+const _: () = assert!(size_of::<BlockQ5K>() == QuantFormat::Q5K.block_bytes());
+const _: () = assert!(size_of::<BlockQ6K>() == QuantFormat::Q6K.block_bytes());
+
+/// Sub-block `j` (0..8) scale and min of a Q4_K/Q5_K `scales` array. Bytes 0..4 hold sc0..3 in
+/// their low six bits, bytes 4..8 m0..3; bytes 8..12 hold the low four bits of sc4..7 (low
+/// nibble) and m4..7 (high nibble), whose top two bits sit in bits 6..8 of bytes 0..4 (sc) and
+/// 4..8 (m).
+pub fn scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+impl Block for BlockQ4_0 {
+    const FORMAT: QuantFormat = QuantFormat::Q4_0;
+    const ELEMS: usize = 32;
+    fn dequantize(&self, y: &mut [f32]) {
+        let d = f16_le(self.d);
+        for (j, &q) in self.qs.iter().enumerate() {
+            y[j] = (i32::from(q & 0xF) - 8) as f32 * d;
+            y[j + 16] = (i32::from(q >> 4) - 8) as f32 * d;
+        }
+    }
+}
+
+impl Block for BlockQ8_0 {
+    const FORMAT: QuantFormat = QuantFormat::Q8_0;
+    const ELEMS: usize = 32;
+    fn dequantize(&self, y: &mut [f32]) {
+        let d = f16_le(self.d);
+        for (v, &q) in y.iter_mut().zip(&self.qs) {
+            *v = f32::from(q) * d;
+        }
+    }
+}
+
+impl Block for BlockQ4K {
+    const FORMAT: QuantFormat = QuantFormat::Q4K;
+    const ELEMS: usize = 256;
+    fn dequantize(&self, y: &mut [f32]) {
+        let (d, dmin) = (f16_le(self.d), f16_le(self.dmin));
+        for (g, (qs, y)) in self
+            .qs
+            .chunks_exact(32)
+            .zip(y.chunks_exact_mut(64))
+            .enumerate()
+        {
+            let (sc1, m1) = scale_min_k4(2 * g, &self.scales);
+            let (sc2, m2) = scale_min_k4(2 * g + 1, &self.scales);
+            let (d1, m1) = (d * f32::from(sc1), dmin * f32::from(m1));
+            let (d2, m2) = (d * f32::from(sc2), dmin * f32::from(m2));
+            for (l, &q) in qs.iter().enumerate() {
+                y[l] = d1 * f32::from(q & 0xF) - m1;
+                y[32 + l] = d2 * f32::from(q >> 4) - m2;
+            }
+        }
+    }
+}
+
+impl Block for BlockQ5K {
+    const FORMAT: QuantFormat = QuantFormat::Q5K;
+    const ELEMS: usize = 256;
+    fn dequantize(&self, y: &mut [f32]) {
+        let (d, dmin) = (f16_le(self.d), f16_le(self.dmin));
+        for (g, (qs, y)) in self
+            .qs
+            .chunks_exact(32)
+            .zip(y.chunks_exact_mut(64))
+            .enumerate()
+        {
+            let (sc1, m1) = scale_min_k4(2 * g, &self.scales);
+            let (sc2, m2) = scale_min_k4(2 * g + 1, &self.scales);
+            let (d1, m1) = (d * f32::from(sc1), dmin * f32::from(m1));
+            let (d2, m2) = (d * f32::from(sc2), dmin * f32::from(m2));
+            for (l, (&q, &h)) in qs.iter().zip(&self.qh).enumerate() {
+                let lo = (q & 0xF) | (((h >> (2 * g)) & 1) << 4);
+                let hi = (q >> 4) | (((h >> (2 * g + 1)) & 1) << 4);
+                y[l] = d1 * f32::from(lo) - m1;
+                y[32 + l] = d2 * f32::from(hi) - m2;
+            }
+        }
+    }
+}
+
+impl Block for BlockQ6K {
+    const FORMAT: QuantFormat = QuantFormat::Q6K;
+    const ELEMS: usize = 256;
+    fn dequantize(&self, y: &mut [f32]) {
+        let d = f16_le(self.d);
+        for half in 0..2 {
+            let ql = &self.ql[64 * half..64 * half + 64];
+            let qh = &self.qh[32 * half..32 * half + 32];
+            let sc = &self.scales[8 * half..8 * half + 8];
+            let y = &mut y[128 * half..128 * half + 128];
+            for l in 0..32 {
+                let is = l / 16;
+                let q = [
+                    (ql[l] & 0xF) | ((qh[l] & 3) << 4),
+                    (ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4),
+                    (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4),
+                    (ql[l + 32] >> 4) | ((qh[l] >> 6) << 4),
+                ];
+                for (k, &q) in q.iter().enumerate() {
+                    let s = d * f32::from(sc[is + 2 * k]);
+                    y[l + 32 * k] = s * f32::from(q as i8 - 32);
+                }
+            }
+        }
     }
 }
 

@@ -22,6 +22,30 @@ pub const SOURCES: &[(&str, &str)] = &[
         "formats/bf16.wgsl",
         include_str!("../../shaders/formats/bf16.wgsl"),
     ),
+    (
+        "formats/q4_0.wgsl",
+        include_str!("../../shaders/formats/q4_0.wgsl"),
+    ),
+    (
+        "formats/q8_0.wgsl",
+        include_str!("../../shaders/formats/q8_0.wgsl"),
+    ),
+    (
+        "formats/kquant_common.wgsl",
+        include_str!("../../shaders/formats/kquant_common.wgsl"),
+    ),
+    (
+        "formats/q4_K.wgsl",
+        include_str!("../../shaders/formats/q4_K.wgsl"),
+    ),
+    (
+        "formats/q5_K.wgsl",
+        include_str!("../../shaders/formats/q5_K.wgsl"),
+    ),
+    (
+        "formats/q6_K.wgsl",
+        include_str!("../../shaders/formats/q6_K.wgsl"),
+    ),
     ("embed.wgsl", include_str!("../../shaders/embed.wgsl")),
     ("rms_norm.wgsl", include_str!("../../shaders/rms_norm.wgsl")),
     ("gemv.wgsl", include_str!("../../shaders/gemv.wgsl")),

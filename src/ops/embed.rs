@@ -8,10 +8,23 @@ use crate::gpu::KernelSpec;
 use crate::gpu::shader::Defines;
 
 pub fn embed_spec(f: QuantFormat, hidden: usize, vocab: usize) -> Result<KernelSpec> {
+    embed_part_spec(f, hidden, 0, vocab, vocab)
+}
+
+/// The lookup for rows `row0..row0 + rows` of a `vocab`-row table split across bindings.
+pub fn embed_part_spec(
+    f: QuantFormat,
+    hidden: usize,
+    row0: usize,
+    rows: usize,
+    vocab: usize,
+) -> Result<KernelSpec> {
     Ok(
         KernelSpec::new("embed.wgsl", Defines::default().var("FMT", format_var(f)?))
             .u("K", hidden)
-            .u("V", vocab)
+            .u("V", rows)
+            .u("ROW0", row0)
+            .u("VT", vocab)
             .u("WG", 64),
     )
 }

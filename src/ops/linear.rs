@@ -53,7 +53,8 @@ pub const GEMV_WG: usize = 64;
 /// Token x row tile of the GEMM.
 pub const GEMM_TILE: usize = 32;
 
-/// GEMV for `n` outputs of length-`k` rows. Bindings: w, x, y [, conv_w, conv_state].
+/// GEMV for `n` outputs of length-`k` rows, written at `y_off..`. Bindings: w, x, y
+/// [, conv_w, conv_state].
 pub fn gemv_spec(
     f: QuantFormat,
     e: Epilogue,
@@ -61,19 +62,41 @@ pub fn gemv_spec(
     n: usize,
     y_off: usize,
 ) -> Result<KernelSpec> {
+    gemv_spec_split(f, e, k, n, y_off, n + y_off)
+}
+
+/// [`gemv_spec`] for a part of a matrix split across bindings: for `ShortConv`, `y_off` is also
+/// the first channel and the layer has `n_total` channels.
+pub fn gemv_spec_split(
+    f: QuantFormat,
+    e: Epilogue,
+    k: usize,
+    n: usize,
+    y_off: usize,
+    n_total: usize,
+) -> Result<KernelSpec> {
     let mut s = KernelSpec::new("gemv.wgsl", e.defines(f)?)
         .u("K", k)
         .u("N", n)
         .u("WG", GEMV_WG)
         .u("Y_OFF", y_off);
     if e == Epilogue::ShortConv {
-        s = s.u("L", 3);
+        s = s.u("L", 3).u("NT", n_total);
     }
     Ok(s)
 }
 
 pub fn gemv_groups(n: usize) -> [u32; 3] {
     [n.div_ceil(GEMV_ROWS) as u32, 1, 1]
+}
+
+/// Reads weight rows from `w_row0` on (one piece of a stacked matrix on its own).
+pub fn with_w_row0(spec: KernelSpec, w_row0: usize) -> KernelSpec {
+    if w_row0 == 0 {
+        spec
+    } else {
+        spec.u("W_ROW0", w_row0)
+    }
 }
 
 /// GEMM for `t` tokens. Bindings: params, w, x, y. `y_stride` is the output row length.

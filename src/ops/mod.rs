@@ -5,11 +5,12 @@
 pub mod attention;
 pub mod conv;
 pub mod embed;
+pub mod layout;
 pub mod linear;
 pub mod norm;
 pub mod sample;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::format::QuantFormat;
 use crate::gpu::KernelSpec;
 
@@ -30,21 +31,31 @@ pub struct State {
     pub _pad: [u32; 2],
 }
 
-/// The block-decoder include for a weight format, or an error when this build has none.
+/// The block-decoder include for a weight format (`shaders/formats/<name>.wgsl`).
 pub fn format_var(f: QuantFormat) -> Result<&'static str> {
-    match f {
-        QuantFormat::F32 => Ok("f32"),
-        QuantFormat::F16 => Ok("f16"),
-        QuantFormat::BF16 => Ok("bf16"),
-        other => Err(Error::unsupported(
-            "weight format on the GPU",
-            format!("{other} kernels are not in this build yet"),
-        )),
-    }
+    Ok(match f {
+        QuantFormat::F32 => "f32",
+        QuantFormat::F16 => "f16",
+        QuantFormat::BF16 => "bf16",
+        QuantFormat::Q4_0 => "q4_0",
+        QuantFormat::Q8_0 => "q8_0",
+        QuantFormat::Q4K => "q4_K",
+        QuantFormat::Q5K => "q5_K",
+        QuantFormat::Q6K => "q6_K",
+    })
 }
 
-/// Formats the GPU kernels decode.
-pub const GPU_FORMATS: &[QuantFormat] = &[QuantFormat::F32, QuantFormat::F16, QuantFormat::BF16];
+/// Formats the GPU kernels decode: every `QuantFormat`.
+pub const GPU_FORMATS: &[QuantFormat] = &[
+    QuantFormat::F32,
+    QuantFormat::F16,
+    QuantFormat::BF16,
+    QuantFormat::Q4_0,
+    QuantFormat::Q8_0,
+    QuantFormat::Q4K,
+    QuantFormat::Q5K,
+    QuantFormat::Q6K,
+];
 
 /// Every kernel variant the engine can build, at representative sizes, for validation with naga
 /// alone (tests/shaders.rs) — each `#if` branch and each format decoder appears at least once.
@@ -52,16 +63,16 @@ pub fn all_variants() -> Vec<KernelSpec> {
     let mut v = Vec::new();
     for &f in GPU_FORMATS {
         for e in linear::Epilogue::ALL {
-            if let Ok(s) = linear::gemv_spec(f, e, 64, 48, 0) {
+            if let Ok(s) = linear::gemv_spec(f, e, 256, 48, 0) {
                 v.push(s);
             }
             if e != linear::Epilogue::ShortConv
-                && let Ok(s) = linear::gemm_spec(f, e, 64, 48, 48, 0)
+                && let Ok(s) = linear::gemm_spec(f, e, 256, 48, 48, 0)
             {
                 v.push(s);
             }
         }
-        if let Ok(s) = embed::embed_spec(f, 64, 100) {
+        if let Ok(s) = embed::embed_spec(f, 256, 100) {
             v.push(s);
         }
     }
