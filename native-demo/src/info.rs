@@ -83,6 +83,9 @@ pub fn info(a: InfoArgs) -> Result<()> {
         human_bytes(weights + kv_per_token * 4096 + conv_state + scratch),
         human_bytes(weights + kv_per_token * 32768 + conv_state + scratch)
     )?;
+    if let Some(rss) = lfm::platform::peak_rss_bytes() {
+        writeln!(out, "\npeak host RSS of this command: {}", human_bytes(rss))?;
+    }
     Ok(())
 }
 

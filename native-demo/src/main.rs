@@ -3,6 +3,7 @@
 //! `lfm run`, `lfm chat`, `lfm eval`, `lfm info`, `lfm devices`, `lfm quantize`, `lfm synth`.
 //! With no `-m`, `run` and `chat` use the small model built into the binary (see README.md).
 
+mod bench;
 mod commands;
 mod info;
 mod tools;
@@ -35,6 +36,8 @@ enum Cmd {
     Quantize(tools::QuantizeArgs),
     /// Write a random-weight LFM2 with a released shape, as GGUF.
     Synth(tools::SynthArgs),
+    /// Measure prompt processing and decode speed, in the style of llama-bench.
+    Bench(bench::BenchArgs),
 }
 
 /// Model, device and context options shared by the commands that run a model.
@@ -158,6 +161,7 @@ fn main() -> ExitCode {
         Cmd::Devices => info::devices(),
         Cmd::Quantize(a) => tools::quantize(a),
         Cmd::Synth(a) => tools::synth(a),
+        Cmd::Bench(a) => bench::bench(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

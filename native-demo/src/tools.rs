@@ -43,7 +43,7 @@ pub struct SynthArgs {
 }
 
 /// A byte-count progress bar that follows [`Progress`] reports.
-fn bar() -> ProgressBar {
+pub fn bar() -> ProgressBar {
     let pb = ProgressBar::new(0);
     pb.set_style(
         ProgressStyle::with_template(
