@@ -335,6 +335,9 @@ impl<P: FnMut(u64, u64)> Uploader<'_, P> {
             parts.push(MatrixPart { buf, row0, rows: n });
             row0 += n;
         }
+        for n in names {
+            self.file.release_tensor(n);
+        }
         Ok(GpuMatrix {
             parts,
             format,

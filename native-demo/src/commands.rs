@@ -40,6 +40,7 @@ pub fn load(args: &ModelArgs, logits_all: bool, ctx: usize) -> Result<Loaded> {
     let opts = GpuOptions {
         backends: None,
         adapter_name: args.adapter.clone(),
+        ..Default::default()
     };
     let gpu = Arc::new(pollster::block_on(Gpu::new(&opts, &needs))?);
     let total = file.weight_bytes();

@@ -56,6 +56,28 @@ pub(crate) enum Storage {
 }
 
 impl Storage {
+    /// Tells the OS the pages of `range` will not be read again soon (after their upload), so
+    /// the mapped file does not stay resident. A hint only; nothing to do for owned bytes.
+    pub(crate) fn release(&self, range: std::ops::Range<usize>) {
+        #[cfg(unix)]
+        if let Storage::Mmap(m) = self {
+            // Page-align inward; errors are ignored (it is advice).
+            let page = 4096;
+            let start = range.start.div_ceil(page) * page;
+            let end = range.end / page * page;
+            if end > start {
+                // SAFETY: the map is a read-only, shared mapping of a file we never write: after
+                // MADV_DONTNEED a read faults the same bytes back in from the file, so slices
+                // into the map stay valid and unchanged.
+                let _ = unsafe {
+                    m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+                };
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = range;
+    }
+
     pub(crate) fn bytes(&self) -> &[u8] {
         match self {
             #[cfg(not(target_arch = "wasm32"))]
@@ -271,6 +293,16 @@ impl ModelFile {
     }
 
     /// The tensor dequantized to f32 (row-major).
+    /// Drops the file pages of tensor `name` from memory once it has been uploaded (they are
+    /// read again from the file if needed). Keeps host RSS bounded during a streaming load.
+    pub fn release_tensor(&self, name: &str) {
+        if let Some(t) = self.tensors.get(name)
+            && let Some(st) = self.storages.get(t.storage)
+        {
+            st.release(t.offset..t.offset + t.len);
+        }
+    }
+
     pub fn tensor_f32(&self, name: &str) -> Result<Vec<f32>> {
         let t = self.tensor(name)?;
         let mut out = Vec::with_capacity(t.numel());

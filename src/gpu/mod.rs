@@ -39,6 +39,9 @@ pub struct GpuOptions {
     pub backends: Option<wgpu::Backends>,
     /// Substring of the adapter name to prefer (e.g. "llvmpipe"); `None` = high performance.
     pub adapter_name: Option<String>,
+    /// Request `wgpu::Features::TIMESTAMP_QUERY` when the adapter has it (benchmarks); check
+    /// `gpu.device.features()` for whether it was granted.
+    pub timestamps: bool,
 }
 
 /// A device and its queue, with the adapter facts the engine and `lfm devices` report.
@@ -129,10 +132,14 @@ impl Gpu {
         limits.max_storage_buffers_per_shader_stage = limits
             .max_storage_buffers_per_shader_stage
             .max(needs.storage_buffers_per_stage);
+        let mut features = wgpu::Features::empty();
+        if opts.timestamps && adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
+            features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("lfm"),
-                required_features: wgpu::Features::empty(),
+                required_features: features,
                 required_limits: limits.clone(),
                 experimental_features: wgpu::ExperimentalFeatures::disabled(),
                 memory_hints: wgpu::MemoryHints::Performance,

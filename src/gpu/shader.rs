@@ -72,6 +72,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ),
     ("sample.wgsl", include_str!("../../shaders/sample.wgsl")),
     ("advance.wgsl", include_str!("../../shaders/advance.wgsl")),
+    ("copy.wgsl", include_str!("../../shaders/copy.wgsl")),
 ];
 
 fn source(name: &str) -> Option<&'static str> {

@@ -4,6 +4,7 @@
 
 pub mod attention;
 pub mod conv;
+pub mod copy;
 pub mod embed;
 pub mod layout;
 pub mod linear;
@@ -92,5 +93,6 @@ pub fn all_variants() -> Vec<KernelSpec> {
     v.push(attention::reduce_spec(&a));
     v.push(sample::sample_spec(100));
     v.push(sample::advance_spec());
+    v.push(copy::copy_spec(1000));
     v
 }

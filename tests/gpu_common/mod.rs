@@ -56,6 +56,7 @@ pub fn gpus() -> Vec<(String, Arc<Gpu>)> {
         let opts = GpuOptions {
             backends: Some(b),
             adapter_name: None,
+            ..Default::default()
         };
         match pollster::block_on(Gpu::new(&opts, &DeviceNeeds::default())) {
             Ok(g) => out.push((name, Arc::new(g))),
