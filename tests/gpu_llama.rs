@@ -17,14 +17,21 @@ fn gpu_agrees_loosely_with_llama_cpp() -> anyhow::Result<()> {
         .into_iter()
         .filter(|c| c.tag.as_deref() == Some("llama"))
         .collect();
-    assert!(!cases.is_empty(), "no llama.cpp reference fixtures (*.llama.json) found");
+    assert!(
+        !cases.is_empty(),
+        "no llama.cpp reference fixtures (*.llama.json) found"
+    );
     let Some(gpu) = gpu_common::gpu() else {
         return Ok(());
     };
     for case in cases {
         let want = case.logits()?;
         for file in &case.files {
-            let opts = SessionOptions { ctx: case.tokens.len(), chunk: 64, logits_all: true };
+            let opts = SessionOptions {
+                ctx: case.tokens.len(),
+                chunk: 64,
+                logits_all: true,
+            };
             let mut s = gpu_common::session_on(gpu.clone(), file, opts);
             let logits = s.eval(&case.tokens)?;
             let v = want.cols;
@@ -43,8 +50,16 @@ fn gpu_agrees_loosely_with_llama_cpp() -> anyhow::Result<()> {
                 case.name(),
                 file.display()
             );
-            assert!(worst <= 2.0, "{}: llama.cpp differs by {worst}", case.name());
-            assert!(agree * 4 >= n * 3, "{}: top-1 agreement {agree}/{n}", case.name());
+            assert!(
+                worst <= 2.0,
+                "{}: llama.cpp differs by {worst}",
+                case.name()
+            );
+            assert!(
+                agree * 4 >= n * 3,
+                "{}: top-1 agreement {agree}/{n}",
+                case.name()
+            );
         }
     }
     Ok(())

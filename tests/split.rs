@@ -26,7 +26,10 @@ fn split_matrices_give_the_same_logits() -> anyhow::Result<()> {
         std::fs::read_dir(&root)?
             .flatten()
             .map(|e| e.path())
-            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("tiny-q-"))),
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("tiny-q-"))
+            }),
     );
     for path in files {
         let file = ModelFile::open(&path)?;
@@ -34,7 +37,11 @@ fn split_matrices_give_the_same_logits() -> anyhow::Result<()> {
             let opts = UploadOptions { max_binding };
             let model = Arc::new(GpuModel::upload_with(gpu.clone(), &file, &opts, |_, _| {})?);
             let parts = model.embed.parts.len();
-            let so = |logits_all| SessionOptions { ctx: 400, chunk: 64, logits_all };
+            let so = |logits_all| SessionOptions {
+                ctx: 400,
+                chunk: 64,
+                logits_all,
+            };
             let logits = Session::new(model.clone(), so(true))?.eval(&case.tokens[..100])?;
             let greedy = Session::new(model, so(false))?
                 .generate(&case.tokens[..100], 16, &|_| false, &mut |_| true)?
@@ -43,12 +50,42 @@ fn split_matrices_give_the_same_logits() -> anyhow::Result<()> {
         };
         let (whole, g_whole, p_whole) = run(None)?;
         let (split, g_split, p_split) = run(Some(4096))?;
-        assert_eq!(p_whole, 1, "{}: the embedding should fit one binding", path.display());
-        assert!(p_split > 2, "{}: a 4 KiB limit should split the embedding, got {p_split} parts", path.display());
+        assert_eq!(
+            p_whole,
+            1,
+            "{}: the embedding should fit one binding",
+            path.display()
+        );
+        assert!(
+            p_split > 2,
+            "{}: a 4 KiB limit should split the embedding, got {p_split} parts",
+            path.display()
+        );
         let d = common::max_abs_diff(&whole, &split);
-        eprintln!("{}: {p_split} embedding parts, max |diff| {d:e}", path.display());
+        eprintln!(
+            "{}: {p_split} embedding parts, max |diff| {d:e}",
+            path.display()
+        );
         assert!(d <= 1e-5, "{}: split logits differ by {d}", path.display());
-        assert_eq!(g_whole, g_split, "{}: greedy tokens differ when split", path.display());
+        assert_eq!(
+            g_whole,
+            g_split,
+            "{}: greedy tokens differ when split",
+            path.display()
+        );
     }
     Ok(())
+}
+
+#[test]
+fn device_grants_what_the_adapter_allows() {
+    // A model that would like a 1 GiB binding still gets a device; its matrices are split.
+    let needs = lfm::gpu::DeviceNeeds {
+        max_binding: 1 << 30,
+        max_buffer: 1 << 30,
+        storage_buffers_per_stage: 8,
+    };
+    if let Some(gpu) = gpu_common::gpu_with(&needs) {
+        assert!(gpu.limits.max_storage_buffer_binding_size >= 128 << 20);
+    }
 }

@@ -36,15 +36,21 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     l.session.set_sampler(SamplerConfig::greedy())?;
     let v = l.file.config.vocab_size as u32;
     // Deterministic ids that avoid the special tokens.
-    let prompt: Vec<u32> = (0..a.n_prompt as u32).map(|i| 16 + (i * 7919) % (v - 16)).collect();
+    let prompt: Vec<u32> = (0..a.n_prompt as u32)
+        .map(|i| 16 + (i * 7919) % (v - 16))
+        .collect();
     // Warm-up: builds the prefill and decode plans (pipelines, bind groups).
-    l.session.generate(&prompt[..a.n_prompt.min(8)], 2, &|_| false, &mut |_| true)?;
+    l.session
+        .generate(&prompt[..a.n_prompt.min(8)], 2, &|_| false, &mut |_| true)?;
     l.session.reset();
     let submits0 = l.session.submits();
-    let st = l.session.generate(&prompt, a.n_gen, &|_| false, &mut |_| true)?;
+    let st = l
+        .session
+        .generate(&prompt, a.n_gen, &|_| false, &mut |_| true)?;
     let prefill_submits = a.n_prompt.div_ceil(l.session.options().chunk);
     let decode_steps = st.generated.len().saturating_sub(1).max(1);
-    let submits_per_token = (l.session.submits() - submits0 - prefill_submits) as f64 / decode_steps as f64;
+    let submits_per_token =
+        (l.session.submits() - submits0 - prefill_submits) as f64 / decode_steps as f64;
     let rss = lfm::platform::peak_rss_bytes();
     let gpu = &l.session.model().gpu;
     let r = serde_json::json!({
@@ -71,8 +77,18 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     println!("adapter  {}", gpu.describe());
     println!("| test  | tok/s | notes |");
     println!("|-------|------:|-------|");
-    println!("| pp{} | {:.2} | time to first token {:.1} ms |", a.n_prompt, st.prefill_tok_s(), st.prefill_seconds * 1e3);
-    println!("| tg{} | {:.2} | {:.2} ms/token |", st.generated.len(), st.decode_tok_s(), 1e3 * st.decode_seconds / decode_steps as f64);
+    println!(
+        "| pp{} | {:.2} | time to first token {:.1} ms |",
+        a.n_prompt,
+        st.prefill_tok_s(),
+        st.prefill_seconds * 1e3
+    );
+    println!(
+        "| tg{} | {:.2} | {:.2} ms/token |",
+        st.generated.len(),
+        st.decode_tok_s(),
+        1e3 * st.decode_seconds / decode_steps as f64
+    );
     println!(
         "dispatches/token {}, submits/token {:.2}, readback 4 B/token, load {:.2} s",
         l.session.dispatches_per_token(),
