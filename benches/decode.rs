@@ -1,7 +1,7 @@
 //! End-to-end decode benchmark: prefill and decode tokens/s, submits and dispatches per token.
 //! `cargo bench --bench decode [-- MODEL_PATH]` (default: the tiny fixture model). Timings are
-//! wall-clock over whole steps including the 4-byte readback; per-kernel microbenchmarks with
-//! timestamp queries are planned next to it.
+//! wall-clock over whole steps including the 4-byte readback; per-kernel GPU times are in
+//! `benches/kernels.rs`.
 
 use std::sync::Arc;
 

@@ -188,9 +188,10 @@ TINY_Q = {
     "kv_heads": 1,  # GQA 4:1
     "ff": 512,  # intermediate_size, no auto-adjust
 }
-# Picked like SEED (python3 tools/make_fixtures.py --search-tiny-q-seed A B): the smallest top-1/top-2 gap of
+# Picked like SEED, by trying 1..250 (python3 tools/make_fixtures.py --search-tiny-q-seed 1 250; seed 1 was
+# the best of 1..100 at 0.028): the smallest top-1/top-2 gap of
 # the exact-oracle greedy steps over all four quantized files and three prompts is > MIN_GREEDY_MARGIN.
-TINY_Q_SEED = 0
+TINY_Q_SEED = 191
 # file suffix -> (llama_ftype name suffix, base ggml type, general.file_type)
 TINY_Q_QUANTS = {
     "q4_0": ("MOSTLY_Q4_0", "Q4_0", 2),

@@ -44,17 +44,20 @@ pub fn load(args: &ModelArgs, logits_all: bool, ctx: usize) -> Result<Loaded> {
     };
     let gpu = Arc::new(pollster::block_on(Gpu::new(&opts, &needs))?);
     let total = file.weight_bytes();
-    let show = total > (64 << 20);
-    let model = GpuModel::upload(gpu, &file, |done, total| {
-        if show {
-            eprint!(
-                "\rloading weights: {:5.1}%",
-                100.0 * done as f64 / total.max(1) as f64
-            );
+    // A progress bar for anything that takes a moment (indicatif hides it off a terminal).
+    let pb = (total > (16 << 20)).then(|| {
+        let pb = crate::tools::bar();
+        pb.set_length(total);
+        pb.set_message("uploading weights");
+        pb
+    });
+    let model = GpuModel::upload(gpu, &file, |done, _| {
+        if let Some(pb) = &pb {
+            pb.set_position(done);
         }
     })?;
-    if show {
-        eprintln!();
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
     }
     if ctx > file.config.max_position_embeddings {
         bail!(

@@ -110,7 +110,8 @@ async fn pick_adapter(opts: &GpuOptions) -> Result<wgpu::Adapter> {
 }
 
 impl Gpu {
-    /// Opens a device with the limits in `needs` (failing clearly when the adapter has less).
+    /// Opens a device with the limits in `needs`, capped at what the adapter offers (failing
+    /// clearly only where nothing can make up for it: storage buffers per kernel).
     pub async fn new(opts: &GpuOptions, needs: &DeviceNeeds) -> Result<Gpu> {
         let adapter = pick_adapter(opts).await?;
         let info = adapter.get_info();
@@ -125,10 +126,15 @@ impl Gpu {
                 needs.storage_buffers_per_stage
             )));
         }
+        // Ask for what the model would like, as far as the adapter goes; a larger matrix is
+        // split by rows across bindings (model.rs).
         limits.max_storage_buffer_binding_size = limits
             .max_storage_buffer_binding_size
-            .max(needs.max_binding);
-        limits.max_buffer_size = limits.max_buffer_size.max(needs.max_buffer);
+            .max(needs.max_binding.min(have.max_storage_buffer_binding_size));
+        limits.max_buffer_size = limits
+            .max_buffer_size
+            .max(needs.max_buffer.min(have.max_buffer_size))
+            .max(limits.max_storage_buffer_binding_size);
         limits.max_storage_buffers_per_shader_stage = limits
             .max_storage_buffers_per_shader_stage
             .max(needs.storage_buffers_per_stage);
