@@ -102,10 +102,10 @@ def check_file(
         result["log_tail"] = log.getvalue().strip().splitlines()[-25:]
         return result
     result["loaded"] = True
-    result["n_vocab"] = llm.n_vocab()
-    result["n_ctx_train"] = llm.n_ctx_train()
-    result["n_embd"] = llm.n_embd()
     try:
+        result["n_vocab"] = llm.n_vocab()
+        result["n_embd"] = llm.n_embd()
+        result["n_ctx_train"] = llm._model.n_ctx_train()
         if prompt_ids is None:
             if prompt_text is not None:
                 prompt_ids = llm.tokenize(prompt_text.encode(), add_bos=True, special=True)
@@ -155,7 +155,7 @@ def format_result(r: dict, expect_ids: list[int] | None = None) -> str:
         lines.append(f"gguf: arch {g['architecture']}, file_type {g['file_type']}, {g['n_tensors']} tensors ({types})")
     lines.append(f"loaded: {'yes' if r.get('loaded') else 'no'}")
     if r.get("loaded"):
-        lines.append(f"n_vocab {r['n_vocab']}, n_embd {r['n_embd']}, n_ctx_train {r['n_ctx_train']}")
+        lines.append(f"n_vocab {r.get('n_vocab')}, n_embd {r.get('n_embd')}, n_ctx_train {r.get('n_ctx_train')}")
     if "prompt_ids" in r:
         lines.append(f"prompt ids: {','.join(map(str, r['prompt_ids']))}")
     if "greedy" in r:
