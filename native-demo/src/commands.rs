@@ -114,35 +114,13 @@ pub fn run(a: RunArgs) -> Result<()> {
         bail!("the prompt is empty");
     }
     let tok = &l.tok;
-    let mut dec = StreamDecoder::new(true);
-    let mut out = std::io::stdout().lock();
-    let json = a.json;
-    let mut write_err = None;
+    let mut sink = Sink::new(tok, a.json);
     let eog = |id: u32| !a.ignore_eos && tok.is_eog(id);
-    let stats = l.session.generate(&prompt, a.n, &eog, &mut |id| {
-        let r = (|| -> Result<()> {
-            let text = dec.push(tok, id)?;
-            if json {
-                let line = serde_json::json!({ "id": id, "text": text });
-                writeln!(out, "{line}")?;
-            } else {
-                write!(out, "{text}")?;
-            }
-            out.flush()?;
-            Ok(())
-        })();
-        match r {
-            Ok(()) => true,
-            Err(e) => {
-                write_err = Some(e);
-                false
-            }
-        }
-    })?;
-    if let Some(e) = write_err {
-        return Err(e);
-    }
-    let rest = dec.finish(tok)?;
+    let stats = l
+        .session
+        .generate(&prompt, a.n, &eog, &mut |id| sink.push(id))?;
+    let (rest, mut out) = sink.finish()?;
+    let json = a.json;
     if json {
         if !rest.is_empty() {
             eprintln!("(undecodable tail: {rest:?})");
@@ -221,32 +199,14 @@ pub fn chat(a: ChatArgs) -> Result<()> {
         let full = conv.push_user(&l.tok, &line)?;
         let start = l.session.reuse_prefix(&full);
         let tok = &l.tok;
-        let mut dec = StreamDecoder::new(true);
-        let mut out = std::io::stdout().lock();
-        let mut write_err = None;
+        let mut sink = Sink::new(tok, false);
         let stats = l
             .session
             .generate(&full[start..], a.n, &|id| tok.is_eog(id), &mut |id| {
-                let r = dec
-                    .push(tok, id)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|t| {
-                        write!(out, "{t}")?;
-                        out.flush()?;
-                        Ok(())
-                    });
-                match r {
-                    Ok(()) => true,
-                    Err(e) => {
-                        write_err = Some(e);
-                        false
-                    }
-                }
+                sink.push(id)
             })?;
-        if let Some(e) = write_err {
-            return Err(e);
-        }
-        writeln!(out, "{}", dec.finish(tok)?)?;
+        let (rest, mut out) = sink.finish()?;
+        writeln!(out, "{rest}")?;
         conv.push_reply(tok, &stats.generated)?;
         eprintln!(
             "[{} new prompt tokens, {} generated, {:.1} tok/s]",
@@ -261,6 +221,62 @@ pub fn chat(a: ChatArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Streams generated ids to stdout as text, or as `{"id","text"}` JSON lines. A write error
+/// (e.g. a closed pipe) is kept and stops generation; `finish` returns it.
+struct Sink<'a> {
+    tok: &'a Tokenizer,
+    dec: StreamDecoder,
+    out: std::io::StdoutLock<'static>,
+    json: bool,
+    err: Option<anyhow::Error>,
+}
+
+impl<'a> Sink<'a> {
+    fn new(tok: &'a Tokenizer, json: bool) -> Self {
+        Sink {
+            tok,
+            dec: StreamDecoder::new(true),
+            out: std::io::stdout().lock(),
+            json,
+            err: None,
+        }
+    }
+
+    /// Writes the text `id` completes; `false` once writing has failed.
+    fn push(&mut self, id: u32) -> bool {
+        let r = (|| -> Result<()> {
+            let text = self.dec.push(self.tok, id)?;
+            if self.json {
+                writeln!(
+                    self.out,
+                    "{}",
+                    serde_json::json!({ "id": id, "text": text })
+                )?;
+            } else {
+                write!(self.out, "{text}")?;
+            }
+            self.out.flush()?;
+            Ok(())
+        })();
+        match r {
+            Ok(()) => true,
+            Err(e) => {
+                self.err = Some(e);
+                false
+            }
+        }
+    }
+
+    /// The first write error, or the text still held back and the stream.
+    fn finish(mut self) -> Result<(String, std::io::StdoutLock<'static>)> {
+        if let Some(e) = self.err.take() {
+            return Err(e);
+        }
+        let rest = self.dec.finish(self.tok)?;
+        Ok((rest, self.out))
+    }
 }
 
 pub fn human_bytes(b: u64) -> String {

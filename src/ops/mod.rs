@@ -32,18 +32,9 @@ pub struct State {
     pub _pad: [u32; 2],
 }
 
-/// The block-decoder include for a weight format (`shaders/formats/<name>.wgsl`).
+/// The block-decoder include for a weight format: `shaders/formats/<ggml name>.wgsl`.
 pub fn format_var(f: QuantFormat) -> Result<&'static str> {
-    Ok(match f {
-        QuantFormat::F32 => "f32",
-        QuantFormat::F16 => "f16",
-        QuantFormat::BF16 => "bf16",
-        QuantFormat::Q4_0 => "q4_0",
-        QuantFormat::Q8_0 => "q8_0",
-        QuantFormat::Q4K => "q4_K",
-        QuantFormat::Q5K => "q5_K",
-        QuantFormat::Q6K => "q6_K",
-    })
+    Ok(f.name())
 }
 
 /// Formats the GPU kernels decode: every `QuantFormat`.
