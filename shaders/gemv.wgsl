@@ -39,9 +39,20 @@ const NA: u32 = 1u;
 
 var<workgroup> red: array<f32, WG * 12u>;
 
+#if XCACHE
+// Block formats: the current chunk of x is loaded once and shared by the ROWS * NA weight rows
+// this lane reduces (the decoders read it through x_load4). Measured on lavapipe: +25-60% for
+// the quantized formats, -10-20% for the float ones, which therefore read x directly.
+var<private> xc: array<vec4<f32>, 8>;
+
+fn x_load4(i: u32) -> vec4<f32> {
+    return xc[(i % FMT_CHUNK) / 4u];
+}
+#else
 fn x_load4(i: u32) -> vec4<f32> {
     return vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]);
 }
+#endif
 
 #include "formats/{FMT}.wgsl"
 
@@ -65,6 +76,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
     let nchunks = K / FMT_CHUNK;
     for (var c = lid; c < nchunks; c += WG) {
+#if XCACHE
+        for (var j = 0u; j < FMT_CHUNK / 4u; j++) {
+            let i = c * FMT_CHUNK + 4u * j;
+            xc[j] = vec4<f32>(x[i], x[i + 1u], x[i + 2u], x[i + 3u]);
+        }
+#endif
         for (var i = 0u; i < ROWS * NA; i++) {
             acc[i] += w_chunk_dot(bases[i], c, 0u);
         }

@@ -35,6 +35,7 @@ fn unknown_include_is_an_error() {
         .flag("RESIDUAL", false)
         .flag("SWIGLU", false)
         .flag("SHORTCONV", false)
+        .flag("XCACHE", false)
         .var("FMT", "q9_9");
     let err = shader::preprocess("gemv.wgsl", &d).expect_err("bad include accepted");
     assert!(err.to_string().contains("formats/q9_9.wgsl"), "{err}");

@@ -75,7 +75,9 @@ pub fn gemv_spec_split(
     y_off: usize,
     n_total: usize,
 ) -> Result<KernelSpec> {
-    let mut s = KernelSpec::new("gemv.wgsl", e.defines(f)?)
+    // Block formats share one load of each x chunk across the workgroup's rows (gemv.wgsl).
+    let defines = e.defines(f)?.flag("XCACHE", f.block_elems() > 1);
+    let mut s = KernelSpec::new("gemv.wgsl", defines)
         .u("K", k)
         .u("N", n)
         .u("WG", GEMV_WG)
