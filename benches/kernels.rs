@@ -132,38 +132,7 @@ impl Rng {
 /// `n` elements of `format` in the file layout: random valid blocks with sane f16 scales for
 /// quantized formats, small random values otherwise.
 fn random_weights(format: QuantFormat, n: usize, rng: &mut Rng) -> Vec<u8> {
-    use QuantFormat as Q;
-    let f16_at = |b: &mut [u8], at: usize, v: f32| {
-        b[at..at + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
-    };
-    match format {
-        Q::Q4_0 | Q::Q8_0 | Q::Q4K | Q::Q5K | Q::Q6K => {
-            let nb = n / format.block_elems();
-            let bb = format.block_bytes();
-            let mut out = rng.bytes(nb * bb);
-            for b in out.chunks_exact_mut(bb) {
-                let (d, m) = (rng.f() * 0.02, rng.f() * 0.02);
-                match format {
-                    Q::Q4_0 | Q::Q8_0 => f16_at(b, 0, d),
-                    Q::Q4K | Q::Q5K => {
-                        f16_at(b, 0, d / 32.0);
-                        f16_at(b, 2, m / 32.0);
-                    }
-                    _ => f16_at(b, 208, d / 100.0),
-                }
-            }
-            out
-        }
-        Q::F32 => (0..n)
-            .flat_map(|_| (rng.f() * 0.05).to_le_bytes())
-            .collect(),
-        Q::F16 => (0..n)
-            .flat_map(|_| half::f16::from_f32(rng.f() * 0.05).to_le_bytes())
-            .collect(),
-        Q::BF16 => (0..n)
-            .flat_map(|_| half::bf16::from_f32(rng.f() * 0.05).to_le_bytes())
-            .collect(),
-    }
+    lfm::quantize::blocks::random_blocks(format, n, || rng.next_u32())
 }
 
 /// Uploads `rows x cols` random weights of `format` in the device layout.

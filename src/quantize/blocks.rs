@@ -347,6 +347,45 @@ fn quantize_q6_k(x: &[f32]) -> Result<BlockQ6K, String> {
     Ok(b)
 }
 
+/// Random but valid stored bytes for `n` weights of `format` (`n` a multiple of the block size),
+/// with weights of order 0.01..1: random quants under small scale fields for the block formats,
+/// uniform values in ±0.05 for the float ones. For kernel tests and benchmarks, which compare
+/// the GPU against a CPU dequantization of the same bytes. `next` supplies random u32s.
+pub fn random_blocks(format: QuantFormat, n: usize, mut next: impl FnMut() -> u32) -> Vec<u8> {
+    let mut unit = || next() as f32 / 2_147_483_648.0 - 1.0;
+    let f16_at = |b: &mut [u8], at: usize, v: f32| {
+        b[at..at + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes())
+    };
+    match format {
+        QuantFormat::F32 => (0..n).flat_map(|_| (unit() * 0.05).to_le_bytes()).collect(),
+        QuantFormat::F16 => (0..n)
+            .flat_map(|_| f16::from_f32(unit() * 0.05).to_le_bytes())
+            .collect(),
+        QuantFormat::BF16 => (0..n)
+            .flat_map(|_| bf16::from_f32(unit() * 0.05).to_le_bytes())
+            .collect(),
+        _ => {
+            let bb = format.block_bytes();
+            let mut out: Vec<u8> = (0..n / format.block_elems() * bb)
+                .map(|_| (unit().to_bits() >> 7) as u8)
+                .collect();
+            for b in out.chunks_exact_mut(bb) {
+                let (d, m) = (unit() * 0.02, unit() * 0.02);
+                match format {
+                    QuantFormat::Q4_0 | QuantFormat::Q8_0 => f16_at(b, 0, d),
+                    // 6-bit scales and mins reach 63; Q6_K's int8 scales times 6-bit quants.
+                    QuantFormat::Q4K | QuantFormat::Q5K => {
+                        f16_at(b, 0, d / 32.0);
+                        f16_at(b, 2, m / 32.0);
+                    }
+                    _ => f16_at(b, 208, d / 100.0),
+                }
+            }
+            out
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -112,28 +112,9 @@ impl Rng {
 pub fn encode(format: lfm::QuantFormat, values: &[f32]) -> (Vec<u8>, Vec<f32>) {
     use lfm::QuantFormat as Q;
     let mut rng = Rng::new(values.len() as u64 ^ format.ggml_type() as u64);
-    let f16_at = |b: &mut [u8], at: usize, v: f32| {
-        b[at..at + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
-    };
     let bytes: Vec<u8> = match format {
         Q::Q4_0 | Q::Q8_0 | Q::Q4K | Q::Q5K | Q::Q6K => {
-            let nb = values.len() / format.block_elems();
-            let bb = format.block_bytes();
-            let mut out: Vec<u8> = (0..nb * bb).map(|_| rng.next_u32() as u8).collect();
-            for b in out.chunks_exact_mut(bb) {
-                let (d, m) = (rng.f() * 0.02, rng.f() * 0.02);
-                match format {
-                    Q::Q4_0 | Q::Q8_0 => f16_at(b, 0, d),
-                    // Keep weights O(0.1..1): 6-bit scales and mins reach 63, Q6_K's int8
-                    // scales 127 times 6-bit quants.
-                    Q::Q4K | Q::Q5K => {
-                        f16_at(b, 0, d / 32.0);
-                        f16_at(b, 2, m / 32.0);
-                    }
-                    _ => f16_at(b, 208, d / 100.0),
-                }
-            }
-            out
+            lfm::quantize::blocks::random_blocks(format, values.len(), || rng.next_u32())
         }
         Q::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
         Q::F16 => values
