@@ -21,3 +21,11 @@ fn nibbles(q: u32, high: bool) -> vec4<u32> {
     let s = select(0u, 4u, high);
     return vec4<u32>((q >> s) & 15u, (q >> (8u + s)) & 15u, (q >> (16u + s)) & 15u, (q >> (24u + s)) & 15u);
 }
+
+// (d * sc_j, dmin * m_j) of sub-block j of the Q4_K/Q5_K super-block at word b (d | dmin << 16
+// in word 0, the 12 scale bytes from word 1).
+fn kquant_scale(b: u32, j: u32) -> vec2<f32> {
+    let dm = unpack2x16float(w[b]);
+    let sm = scale_min_k4(b + 1u, j);
+    return vec2<f32>(dm.x * sm.x, dm.y * sm.y);
+}

@@ -12,18 +12,11 @@ fn w_row_base(row: u32) -> u32 {
     return row * (K / 256u) * BW;
 }
 
-// (d * sc, dmin * m) of sub-block j of the super-block at word b.
-fn q4k_scale(b: u32, j: u32) -> vec2<f32> {
-    let dm = unpack2x16float(w[b]);
-    let sm = scale_min_k4(b + 1u, j);
-    return vec2<f32>(dm.x * sm.x, dm.y * sm.y);
-}
-
 fn w_load4(base: u32, k: u32) -> vec4<f32> {
     let b = base + (k / 256u) * BW;
     let j = (k % 256u) / 32u;
     let l = k % 32u;
-    let s = q4k_scale(b, j);
+    let s = kquant_scale(b, j);
     let q = nibbles(w[b + 4u + 8u * (j / 2u) + l / 4u], (j & 1u) == 1u);
     return vec4<f32>(q) * s.x - s.y;
 }
@@ -31,7 +24,7 @@ fn w_load4(base: u32, k: u32) -> vec4<f32> {
 fn w_chunk_dot(base: u32, c: u32, xoff: u32) -> f32 {
     let b = base + (c / 8u) * BW;
     let j = c % 8u;
-    let s = q4k_scale(b, j);
+    let s = kquant_scale(b, j);
     let x0 = xoff + c * 32u;
     let qw = b + 4u + 8u * (j / 2u);
     let high = (j & 1u) == 1u;

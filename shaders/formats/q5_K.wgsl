@@ -12,12 +12,6 @@ fn w_row_base(row: u32) -> u32 {
     return row * (K / 256u) * BW;
 }
 
-fn q5k_scale(b: u32, j: u32) -> vec2<f32> {
-    let dm = unpack2x16float(w[b]);
-    let sm = scale_min_k4(b + 1u, j);
-    return vec2<f32>(dm.x * sm.x, dm.y * sm.y);
-}
-
 // Elements l..l+3 of sub-block j as 5-bit integers.
 fn q5k_quads(b: u32, j: u32, l: u32) -> vec4<f32> {
     let lo = nibbles(w[b + 12u + 8u * (j / 2u) + l / 4u], (j & 1u) == 1u);
@@ -29,14 +23,14 @@ fn q5k_quads(b: u32, j: u32, l: u32) -> vec4<f32> {
 fn w_load4(base: u32, k: u32) -> vec4<f32> {
     let b = base + (k / 256u) * BW;
     let j = (k % 256u) / 32u;
-    let s = q5k_scale(b, j);
+    let s = kquant_scale(b, j);
     return q5k_quads(b, j, k % 32u) * s.x - s.y;
 }
 
 fn w_chunk_dot(base: u32, c: u32, xoff: u32) -> f32 {
     let b = base + (c / 8u) * BW;
     let j = c % 8u;
-    let s = q5k_scale(b, j);
+    let s = kquant_scale(b, j);
     let x0 = xoff + c * 32u;
     var qx = 0.0;
     var sx = 0.0;

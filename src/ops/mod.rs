@@ -38,16 +38,7 @@ pub fn format_var(f: QuantFormat) -> Result<&'static str> {
 }
 
 /// Formats the GPU kernels decode: every `QuantFormat`.
-pub const GPU_FORMATS: &[QuantFormat] = &[
-    QuantFormat::F32,
-    QuantFormat::F16,
-    QuantFormat::BF16,
-    QuantFormat::Q4_0,
-    QuantFormat::Q8_0,
-    QuantFormat::Q4K,
-    QuantFormat::Q5K,
-    QuantFormat::Q6K,
-];
+pub const GPU_FORMATS: &[QuantFormat] = &QuantFormat::ALL;
 
 /// Every kernel variant the engine can build, at representative sizes, for validation with naga
 /// alone (tests/shaders.rs) — each `#if` branch and each format decoder appears at least once.
