@@ -1,26 +1,34 @@
 //! The one place that differs between native and wasm32.
+//!
+//! Nothing in the browser may block: the event loop delivers every WebGPU result (buffer maps,
+//! error scopes), so a blocked thread would wait forever. The library's async paths are therefore
+//! the real ones; natively they are driven to completion with [`block_on`], and in the browser the
+//! caller awaits them (`wasm-bindgen-futures`).
 
-/// Runs a future to completion. Native: pollster. On wasm32 only futures that are already
-/// resolved may be passed (error scopes of the WebGPU backend resolve asynchronously, so the web
-/// build awaits them through the async API instead).
+use std::future::Future;
+
+/// Runs a future to completion on the calling thread (native only: pollster). The browser build
+/// awaits the async API instead and has no `block_on`.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+pub fn block_on<F: Future>(f: F) -> F::Output {
+    pollster::block_on(f)
+}
+
+/// Runs a future whose result the caller does not wait for (it reports through shared state).
+/// Native: to completion now, so its effect is visible when this returns. Browser: spawned on
+/// the event loop, so it completes later (e.g. an error scope that WebGPU resolves
+/// asynchronously).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn run_detached<F: Future<Output = ()> + 'static>(f: F) {
     pollster::block_on(f)
 }
 
 #[cfg(target_arch = "wasm32")]
-pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    use std::task::{Context, Poll, Waker};
-    let mut f = std::pin::pin!(f);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
+pub fn run_detached<F: Future<Output = ()> + 'static>(f: F) {
+    wasm_bindgen_futures::spawn_local(f)
 }
 
-/// Wall-clock instants (std on native; the web build supplies its own clock).
+/// Wall-clock instants (std on native; `performance.now()` in the browser).
 #[cfg(not(target_arch = "wasm32"))]
 pub use std::time::Instant;
 #[cfg(target_arch = "wasm32")]

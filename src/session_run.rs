@@ -298,16 +298,23 @@ impl Session {
         Ok(idx)
     }
 
-    fn wait_token(&self, slot: usize, idx: &wgpu::SubmissionIndex) -> Result<u32> {
-        let gpu = &self.model.gpu;
+    async fn wait_token(&self, slot: usize, idx: &wgpu::SubmissionIndex) -> Result<u32> {
+        // Natively the map callback only runs inside `poll`; in the browser the event loop runs
+        // it while `ready()` is pending.
+        #[cfg(not(target_arch = "wasm32"))]
         while !self.slots[slot].is_ready() {
-            gpu.device
+            self.model
+                .gpu
+                .device
                 .poll(wgpu::PollType::Wait {
                     submission_index: Some(idx.clone()),
                     timeout: None,
                 })
                 .map_err(|e| Error::Gpu(format!("device poll: {e}")))?;
         }
+        #[cfg(target_arch = "wasm32")]
+        let _ = idx;
+        self.slots[slot].ready().await;
         let b = self.slots[slot].take()?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
@@ -369,7 +376,21 @@ impl Session {
     /// Feeds `prompt` (prefill, in chunks) then decodes up to `max_new` tokens, one submit per
     /// token, calling `on_token` with each sampled id as soon as it is read back; `on_token`
     /// returns `false` to stop. With an empty prompt, continues from the pending token.
+    /// Blocks until done (native only; the browser awaits [`Session::generate_async`]).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        max_new: usize,
+        stop_at_eog: &dyn Fn(u32) -> bool,
+        on_token: &mut dyn FnMut(u32) -> bool,
+    ) -> Result<GenerateStats> {
+        crate::platform::block_on(self.generate_async(prompt, max_new, stop_at_eog, on_token))
+    }
+
+    /// [`Session::generate`] as a future that never blocks: each readback is awaited, so in the
+    /// browser the event loop runs (and a stop request can arrive) between tokens.
+    pub async fn generate_async(
         &mut self,
         prompt: &[u32],
         max_new: usize,
@@ -433,7 +454,7 @@ impl Session {
                 stats.stop = StopReason::ContextFull;
                 break;
             };
-            let tok = self.wait_token(slot, &idx)?;
+            let tok = self.wait_token(slot, &idx).await?;
             if first_at.is_none() {
                 first_at = Some(Instant::now());
             }
@@ -457,7 +478,7 @@ impl Session {
         }
         // Drain a step still in flight; its effects are already counted in `pos`.
         while let Some((slot, idx)) = inflight.pop_front() {
-            let tok = self.wait_token(slot, &idx)?;
+            let tok = self.wait_token(slot, &idx).await?;
             let p = self.pos - inflight.len();
             self.history.truncate(p);
             self.history.push(tok);

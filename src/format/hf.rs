@@ -95,7 +95,7 @@ pub(crate) fn open_dir(
     for (i, shard) in shards.iter().enumerate() {
         let storage = Storage::map(shard)?;
         index_safetensors(
-            storage.bytes(),
+            storage.bytes().unwrap_or_default(),
             &shard.display().to_string(),
             i,
             &mut tensors,

@@ -10,11 +10,13 @@ pub mod gguf;
 mod gguf_value;
 pub mod hf;
 pub mod quant;
+mod source;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use quant::QuantFormat;
+pub use source::{MappedSource, WeightSource};
 
 use crate::config::Lfm2Config;
 use crate::error::{Error, Result};
@@ -48,11 +50,14 @@ impl TensorEntry {
     }
 }
 
-/// Bytes backing tensors: a memory map (native) or an owned buffer (tests, browser).
+/// Bytes backing tensors: a memory map (native), an owned buffer (tests, built-in models), or
+/// bytes that stay outside the process (a `Blob` in the browser) and are read range by range
+/// through a [`WeightSource`] during upload.
 pub(crate) enum Storage {
     #[cfg(not(target_arch = "wasm32"))]
     Mmap(memmap2::Mmap),
     Owned(Vec<u8>),
+    External { len: u64 },
 }
 
 impl Storage {
@@ -78,11 +83,21 @@ impl Storage {
         let _ = range;
     }
 
-    pub(crate) fn bytes(&self) -> &[u8] {
+    /// The bytes, when they are in memory (`None` for external storage).
+    pub(crate) fn bytes(&self) -> Option<&[u8]> {
         match self {
             #[cfg(not(target_arch = "wasm32"))]
-            Storage::Mmap(m) => m,
-            Storage::Owned(v) => v,
+            Storage::Mmap(m) => Some(m),
+            Storage::Owned(v) => Some(v),
+            Storage::External { .. } => None,
+        }
+    }
+
+    /// Length in bytes.
+    pub(crate) fn len(&self) -> u64 {
+        match self {
+            Storage::External { len } => *len,
+            s => s.bytes().map_or(0, |b| b.len() as u64),
         }
     }
 
@@ -177,13 +192,29 @@ impl ModelFile {
 
     /// Parses GGUF bytes already in memory (`name` is used in errors).
     pub fn from_gguf_bytes(bytes: Vec<u8>, name: &str) -> Result<ModelFile> {
-        ModelFile::from_gguf_storage(Path::new(name), Storage::Owned(bytes))
+        ModelFile::from_gguf_storage(Path::new(name), Storage::Owned(bytes), None)
     }
 
-    fn from_gguf_storage(path: &Path, storage: Storage) -> Result<ModelFile> {
+    /// Opens a GGUF file of `file_len` bytes from a prefix `header` that holds at least its
+    /// header; tensor bytes stay where they are (a `Blob` in the browser) and are read through a
+    /// [`WeightSource`] at upload. A prefix that is too short gives [`Error::NeedMoreBytes`]
+    /// with the length to read next.
+    pub fn from_gguf_header(header: &[u8], file_len: u64, name: &str) -> Result<ModelFile> {
+        ModelFile::from_gguf_storage(
+            Path::new(name),
+            Storage::External { len: file_len },
+            Some(header),
+        )
+    }
+
+    fn from_gguf_storage(
+        path: &Path,
+        storage: Storage,
+        header: Option<&[u8]>,
+    ) -> Result<ModelFile> {
         let file = path.display().to_string();
-        let bytes = storage.bytes();
-        let g = gguf::GgufFile::parse(bytes, bytes.len() as u64, &file)?;
+        let bytes = header.or(storage.bytes()).unwrap_or_default();
+        let g = gguf::GgufFile::parse(bytes, storage.len(), &file)?;
         let config = Lfm2Config::from_gguf(&g)?;
         let mut tensors = BTreeMap::new();
         for t in &g.tensors {
@@ -268,9 +299,29 @@ impl ModelFile {
             }
         }
         for t in self.tensors.values() {
-            self.tensor_bytes(&t.name)?;
+            self.tensor_range(&t.name)?;
         }
         Ok(())
+    }
+
+    /// Where tensor `name` lies: its storage index and byte range, checked against the
+    /// storage's length.
+    pub fn tensor_range(&self, name: &str) -> Result<(usize, std::ops::Range<usize>)> {
+        let t = self.tensor(name)?;
+        let end = t.offset.checked_add(t.len);
+        match (self.storages.get(t.storage), end) {
+            (Some(st), Some(end)) if end as u64 <= st.len() => Ok((t.storage, t.offset..end)),
+            _ => Err(Error::tensor(
+                self.path.display(),
+                name,
+                "data lies outside its file",
+            )),
+        }
+    }
+
+    /// Reads tensor bytes straight from this file's memory (maps or owned buffers).
+    pub fn mapped(&self) -> MappedSource<'_> {
+        MappedSource(self)
     }
 
     pub fn tensor(&self, name: &str) -> Result<&TensorEntry> {
@@ -283,13 +334,24 @@ impl ModelFile {
         self.tensors.contains_key(name)
     }
 
-    /// The tensor's bytes, borrowed from the memory map.
+    /// The tensor's bytes, borrowed from the memory map (an error for a file opened with
+    /// [`ModelFile::from_gguf_header`], whose bytes are read through a [`WeightSource`]).
     pub fn tensor_bytes(&self, name: &str) -> Result<&[u8]> {
-        let t = self.tensor(name)?;
-        self.storages
-            .get(t.storage)
-            .and_then(|s| s.bytes().get(t.offset..t.offset.checked_add(t.len)?))
-            .ok_or_else(|| Error::tensor(self.path.display(), name, "data lies outside its file"))
+        let (storage, range) = self.tensor_range(name)?;
+        self.storage_bytes(storage, range)
+            .map_err(|msg| Error::tensor(self.path.display(), name, msg))
+    }
+
+    fn storage_bytes(
+        &self,
+        storage: usize,
+        range: std::ops::Range<usize>,
+    ) -> std::result::Result<&[u8], &'static str> {
+        let st = self.storages.get(storage).ok_or("no such storage")?;
+        st.bytes()
+            .ok_or("the bytes are not in memory (read them through a WeightSource)")?
+            .get(range)
+            .ok_or("data lies outside its file")
     }
 
     /// The tensor dequantized to f32 (row-major).

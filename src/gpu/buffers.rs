@@ -1,7 +1,10 @@
 //! Buffer creation with byte accounting, uploads, and asynchronous readback.
 
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use wgpu::util::DeviceExt;
 
@@ -116,6 +119,30 @@ pub struct ReadbackSlot {
     size: u64,
     ready: Arc<AtomicBool>,
     failed: Arc<AtomicBool>,
+    waker: Arc<Mutex<Option<Waker>>>,
+}
+
+/// Resolves when a [`ReadbackSlot`]'s map callback has run. Natively the callback runs inside
+/// `device.poll`; in the browser it runs from the event loop, so awaiting this yields to it.
+pub struct SlotReady<'a>(&'a ReadbackSlot);
+
+impl Future for SlotReady<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let slot = self.0;
+        if slot.is_ready() {
+            return Poll::Ready(());
+        }
+        if let Ok(mut w) = slot.waker.lock() {
+            *w = Some(cx.waker().clone());
+        }
+        // The callback may have run between the check and storing the waker.
+        if slot.is_ready() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
 }
 
 impl ReadbackSlot {
@@ -132,6 +159,7 @@ impl ReadbackSlot {
             size,
             ready: Arc::new(AtomicBool::new(false)),
             failed: Arc::new(AtomicBool::new(false)),
+            waker: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -146,16 +174,25 @@ impl ReadbackSlot {
         self.failed.store(false, Ordering::Release);
         let ready = self.ready.clone();
         let failed = self.failed.clone();
+        let waker = self.waker.clone();
         self.buf.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             if r.is_err() {
                 failed.store(true, Ordering::Release);
             }
             ready.store(true, Ordering::Release);
+            if let Some(w) = waker.lock().ok().and_then(|mut w| w.take()) {
+                w.wake();
+            }
         });
     }
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// A future that resolves once the requested map has completed (successfully or not).
+    pub fn ready(&self) -> SlotReady<'_> {
+        SlotReady(self)
     }
 
     /// The mapped bytes; unmaps so the slot can be reused.

@@ -2,6 +2,7 @@
 //! dispatch (pipeline + bind group + grid) that the scheduler replays.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::Gpu;
@@ -55,13 +56,47 @@ impl KernelSpec {
     }
 }
 
-/// Pipelines by kernel variant.
+/// Pipelines by kernel variant, and compile errors that arrived after creation returned.
 #[derive(Default)]
 pub struct PipelineCache {
     map: Mutex<HashMap<KernelSpec, Arc<wgpu::ComputePipeline>>>,
+    failed: Arc<Mutex<Vec<Error>>>,
+    /// Error scopes not resolved yet (browser only; natively they resolve inside `pipeline`).
+    pending: Arc<AtomicUsize>,
 }
 
 impl Gpu {
+    /// The first pipeline error reported so far (and forgets it), as `Err`.
+    fn take_pipeline_error(&self) -> Result<()> {
+        let mut f = self.pipelines.failed.lock().map_err(|_| poisoned())?;
+        match f.drain(..).next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until the device has finished the work submitted so far, then reports any
+    /// pipeline that failed to compile. Natively failures are already returned by `pipeline`;
+    /// in the browser the error scopes resolve on the event loop, so the web engine awaits this
+    /// after building its plans (during load, before the first token).
+    pub async fn check_pipelines(&self) -> Result<()> {
+        loop {
+            let (tx, rx) = futures_channel::oneshot::channel();
+            self.queue.on_submitted_work_done(move || {
+                let _ = tx.send(());
+            });
+            // Natively the callback runs inside this wait; in the browser it is a no-op and the
+            // event loop runs the callback while `rx` is awaited.
+            self.device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| Error::Gpu(format!("device poll: {e}")))?;
+            let _ = rx.await;
+            if self.pipelines.pending.load(Ordering::Acquire) == 0 {
+                return self.take_pipeline_error();
+            }
+        }
+    }
+
     /// The pipeline for `spec`, compiled on first use inside an error scope; a failure names the
     /// kernel and carries the preprocessed source.
     pub fn pipeline(&self, spec: &KernelSpec) -> Result<Arc<wgpu::ComputePipeline>> {
@@ -96,12 +131,25 @@ impl Gpu {
                 },
                 cache: None,
             });
-        if let Some(err) = pollster_block(scope.pop()) {
-            return Err(Error::Shader {
-                key: label,
-                msg: format!("{err}\n--- preprocessed source ---\n{src}"),
-            });
-        }
+        // Natively the scope resolves at once and a failure is returned here. In the browser it
+        // resolves on the event loop (nothing may block there); a failure is kept and reported
+        // by `Gpu::check_pipelines`, which the web engine awaits after compiling every plan.
+        let failed = self.pipelines.failed.clone();
+        let pending = self.pipelines.pending.clone();
+        pending.fetch_add(1, Ordering::AcqRel);
+        let key = label.clone();
+        crate::platform::run_detached(async move {
+            if let Some(err) = scope.pop().await
+                && let Ok(mut f) = failed.lock()
+            {
+                f.push(Error::Shader {
+                    key,
+                    msg: format!("{err}\n--- preprocessed source ---\n{src}"),
+                });
+            }
+            pending.fetch_sub(1, Ordering::AcqRel);
+        });
+        self.take_pipeline_error()?;
         let p = Arc::new(pipeline);
         self.pipelines
             .map
@@ -155,10 +203,6 @@ fn poisoned() -> Error {
     Error::Gpu("pipeline cache lock poisoned".into())
 }
 
-/// Error scopes resolve immediately on native; on the web the future is awaited by the runtime.
-fn pollster_block<F: std::future::Future>(f: F) -> F::Output {
-    crate::platform::block_on(f)
-}
 
 /// A recorded dispatch; built once, replayed every step.
 pub struct Dispatch {
