@@ -35,6 +35,7 @@ fn main() -> anyhow::Result<()> {
             ctx: pp + tg + 8,
             chunk: 128,
             logits_all: false,
+            ..Default::default()
         },
     )?;
     let prompt: Vec<u32> = (0..pp as u32)

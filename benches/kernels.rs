@@ -14,7 +14,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use lfm::QuantFormat;
 use lfm::gpu::{DeviceNeeds, Dispatch, Gpu, GpuOptions, ReadbackSlot};
-use lfm::ops::attention::{self, AttnShape};
+use lfm::ops::attention::{self, AttnShape, KvType};
 use lfm::ops::linear::{self, Epilogue};
 use lfm::ops::sample::{self, SampleParams};
 use lfm::ops::{GPU_FORMATS, copy, layout};
@@ -374,14 +374,17 @@ struct AttnRow {
     timing: Timing,
 }
 
-fn bench_attention(b: &Bench, p: &Preset, ctx: usize) -> Result<AttnRow> {
+fn bench_attention(b: &Bench, p: &Preset, ctx: usize, kv: KvType) -> Result<AttnRow> {
     let gpu = &b.gpu;
     let a = AttnShape {
         n_heads: p.heads,
         n_kv_heads: p.kv_heads,
         head_dim: p.head_dim,
         eps: 1e-5,
-        capacity: ctx,
+        ctx,
+        sinks: 0,
+        slots: ctx,
+        kv,
     };
     a.check()?;
     let kvw = p.kv_heads * p.head_dim;
@@ -394,14 +397,21 @@ fn bench_attention(b: &Bench, p: &Preset, ctx: usize) -> Result<AttnRow> {
     };
     gpu.queue.write_buffer(&state, 0, bytemuck::bytes_of(&st));
     let q = upload_f32(gpu, "q", &rng.vec(qd, 1.0));
-    let k = upload_f32(gpu, "k_cache", &rng.vec(ctx * kvw, 1.0));
-    let v = upload_f32(gpu, "v_cache", &rng.vec(ctx * kvw, 1.0));
+    let k = gpu.storage_init(
+        "k_cache",
+        bytemuck::cast_slice(&attention::encode_ring(&a, &rng.vec(ctx * kvw, 1.0))),
+    );
+    let v = gpu.storage_init(
+        "v_cache",
+        bytemuck::cast_slice(&attention::encode_ring(&a, &rng.vec(ctx * kvw, 1.0))),
+    );
+    let rope = upload_f32(gpu, "rope", &attention::rope_table(ctx, p.head_dim, 1e6));
     let part_o = gpu.storage("part_o", (a.n_splits() * qd * 4) as u64);
     let part_ml = gpu.storage("part_ml", (a.n_splits() * p.heads * 2 * 4) as u64);
     let out = gpu.storage("out", (qd * 4) as u64);
     let dec = gpu.dispatch(
         &attention::decode_spec(&a),
-        &[&state, &q, &k, &v, &part_o, &part_ml],
+        &[&state, &q, &k, &v, &rope, &part_o, &part_ml],
         attention::decode_groups(&a),
     )?;
     let red = gpu.dispatch(
@@ -413,7 +423,7 @@ fn bench_attention(b: &Bench, p: &Preset, ctx: usize) -> Result<AttnRow> {
     Ok(AttnRow {
         ctx,
         shape: a,
-        kv_bytes: 2 * ctx * kvw * 4,
+        kv_bytes: 2 * a.ring_bytes() as usize,
         timing,
     })
 }
@@ -437,7 +447,7 @@ fn bench_sample(b: &Bench, vocab: usize, sp: &SampleParams) -> Result<Timing> {
     let tokens = gpu.storage_init("tokens", bytemuck::cast_slice(&tokens));
     let logits = upload_f32(gpu, "logits", &rng.vec(vocab, 8.0));
     let d = gpu.dispatch(
-        &sample::sample_spec(vocab),
+        &sample::sample_spec(vocab, HISTORY + MAX_REPS + 8),
         &[&params, &spb, &state, &tokens, &logits],
         [1, 1, 1],
     )?;
@@ -621,25 +631,28 @@ fn main() -> Result<()> {
 
     // Attention decode.
     println!(
-        "attention decode, f32 KV (attn_decode + attn_reduce per layer; ring capacity = context, state.pos = context - 1; KV bytes = K + V rows read once per KV group)"
+        "attention decode (attn_decode + attn_reduce per layer; keys rotated as read; state.pos = context - 1; KV bytes = K + V ring read once per KV group)"
     );
     println!(
-        "  {:<8} {:<17} {:>13} {:>11} {:>12} {:>8} {:>6}",
-        "context", "splits x keys", "time/layer", "KV read", "bandwidth", "% copy", "reps"
+        "  {:<5} {:<8} {:<17} {:>13} {:>11} {:>12} {:>8} {:>6}",
+        "KV", "context", "splits x keys", "time/layer", "KV read", "bandwidth", "% copy", "reps"
     );
-    for ctx in [1024, 4096, 16384, 32768] {
-        let r = bench_attention(&bench, &p, ctx)?;
-        let g = gbs(r.kv_bytes, r.timing.us);
-        println!(
-            "  {:<8} {:<17} {:>10.1} µs {:>11} {:>7.2} GB/s {:>6.1} % {:>6}",
-            format!("{}K", r.ctx / 1024),
-            format!("{} x {}", r.shape.n_splits(), r.shape.split()),
-            r.timing.us,
-            mb(r.kv_bytes),
-            g,
-            pct(g),
-            r.timing.reps
-        );
+    for kv in KvType::ALL {
+        for ctx in [1024, 4096, 16384, 32768] {
+            let r = bench_attention(&bench, &p, ctx, kv)?;
+            let g = gbs(r.kv_bytes, r.timing.us);
+            println!(
+                "  {:<5} {:<8} {:<17} {:>10.1} µs {:>11} {:>7.2} GB/s {:>6.1} % {:>6}",
+                kv.name(),
+                format!("{}K", r.ctx / 1024),
+                format!("{} x {}", r.shape.n_splits(), r.shape.split()),
+                r.timing.us,
+                mb(r.kv_bytes),
+                g,
+                pct(g),
+                r.timing.reps
+            );
+        }
     }
     println!();
 

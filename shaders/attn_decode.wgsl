@@ -1,9 +1,10 @@
 // Flash-decoding over the KV ring for one query token (decode), split-K with GQA sharing.
-//   q: [NH * HD] f32 (normed, roped);  k_cache, v_cache: [CAP, NKV * HD] f32;
+//   q: [NH * HD] f32 (normed, roped);  k_cache, v_cache: the ring (kv.wgsl);
+//   rope: [CTX, HD / 2] (cos, sin);
 //   part_o: [NSPLIT, NH, HD] f32 (unnormalised Σ p·v);  part_ml: [NSPLIT, NH, 2] f32 (max, Σ p).
-// Workgroup (s, kh) takes keys [s * SPLIT, (s + 1) * SPLIT) ∩ [0, pos] for all G = NH / NKV
-// query heads of KV group kh, so each key and value is read once per group. attn_reduce.wgsl
-// merges the splits. The valid length comes from `state.pos`, so the dispatch never changes.
+// Workgroup (s, kh) takes the visible keys [s * SPLIT, (s + 1) * SPLIT) for all G = NH / NKV
+// query heads of KV group kh, so each key is read and rotated once per group. attn_reduce.wgsl
+// merges the splits. The visible length comes from `state.pos`, so the dispatch never changes.
 
 #include "common.wgsl"
 
@@ -18,22 +19,27 @@ const NEG: f32 = -3.0e38;
 
 @group(0) @binding(0) var<storage, read> state: State;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> k_cache: array<f32>;
-@group(0) @binding(3) var<storage, read> v_cache: array<f32>;
-@group(0) @binding(4) var<storage, read_write> part_o: array<f32>;
-@group(0) @binding(5) var<storage, read_write> part_ml: array<f32>;
+@group(0) @binding(2) var<storage, read> k_cache: array<u32>;
+@group(0) @binding(3) var<storage, read> v_cache: array<u32>;
+@group(0) @binding(4) var<storage, read> rope: array<vec2<f32>>;
+@group(0) @binding(5) var<storage, read_write> part_o: array<f32>;
+@group(0) @binding(6) var<storage, read_write> part_ml: array<f32>;
+
+#include "kv.wgsl"
 
 var<workgroup> qs: array<f32, 2048>;    // [G][HD]
 var<workgroup> sc: array<f32, 512>;     // [G][WG] probabilities of the current block
 var<workgroup> red: array<f32, 512>;    // [G][WG] reduction scratch
+var<workgroup> slots: array<u32, WG>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let split = wid.x;
     let kh = wid.y;
     let g_count = NH / NKV;
-    let kvw = NKV * HD;
-    let n_keys = state.pos + 1u;
+    let aq = state.pos;
+    let n_keys = n_visible(aq);
+    let half_d = HD / 2u;
     let k_begin = split * SPLIT;
     let k_end = min(k_begin + SPLIT, n_keys);
     for (var i = lid; i < g_count * HD; i += WG) {
@@ -53,15 +59,31 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var b = k_begin; b < k_end; b += WG) {
         let j = b + lid;
         let valid = j < k_end;
-        let ko = j * kvw + kh * HD;
+        var dots: array<f32, MAXG>;
+        for (var g = 0u; g < MAXG; g++) {
+            dots[g] = 0.0;
+        }
+        var ks = 0.0;
+        var vs = 0.0;
+        if (valid) {
+            let slot = slot_of(key_abs(aq, n_keys, j));
+            for (var i = 0u; i < half_d; i++) {
+                let kp = k_pair(slot, kh, i);
+                let cs = rope[j * half_d + i];
+                let lo = kp.x * cs.x - kp.y * cs.y;
+                let hi = kp.y * cs.x + kp.x * cs.y;
+                for (var g = 0u; g < g_count; g++) {
+                    dots[g] += qs[g * HD + i] * lo + qs[g * HD + i + half_d] * hi;
+                }
+            }
+            ks = k_scale(slot, kh) * SCALE;
+            vs = v_scale(slot, kh);
+            slots[lid] = slot;
+        }
         for (var g = 0u; g < g_count; g++) {
             var s = NEG;
             if (valid) {
-                var d = 0.0;
-                for (var i = 0u; i < HD; i++) {
-                    d += qs[g * HD + i] * k_cache[ko + i];
-                }
-                s = d * SCALE;
+                s = dots[g] * ks;
             }
             sc[g * WG + lid] = s;
             red[g * WG + lid] = s;
@@ -85,7 +107,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             if (valid) {
                 p = exp(sc[g * WG + lid] - new_m[g]);
             }
-            sc[g * WG + lid] = p;
+            sc[g * WG + lid] = p * vs;
             red[g * WG + lid] = p;
         }
         workgroupBarrier();
@@ -110,7 +132,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             let d = lid + dd * WG;
             if (d < HD) {
                 for (var jj = 0u; jj < nb; jj++) {
-                    let v = v_cache[(b + jj) * kvw + kh * HD + d];
+                    let v = v_elem(slots[jj], kh, d);
                     for (var g = 0u; g < g_count; g++) {
                         acc[g * 4u + dd] += sc[g * WG + jj] * v;
                     }

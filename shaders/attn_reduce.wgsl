@@ -1,6 +1,6 @@
 // Merges the flash-decoding splits: out[h] = Σ_s e^(m_s - M) o_s / Σ_s e^(m_s - M) l_s.
 //   part_o: [NSPLIT, NH, HD] f32;  part_ml: [NSPLIT, NH, 2] f32;  out: [NH * HD] f32.
-// Only splits that hold keys (s * SPLIT <= pos) take part. One workgroup per query head.
+// Only splits that hold visible keys take part. One workgroup per query head.
 
 #include "common.wgsl"
 
@@ -8,6 +8,7 @@ override NH: u32;
 override HD: u32;
 override SPLIT: u32;
 override NSPLIT: u32;
+override CTX: u32;
 const WG: u32 = 64u;
 
 @group(0) @binding(0) var<storage, read> state: State;
@@ -18,7 +19,8 @@ const WG: u32 = 64u;
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let h = wid.x;
-    let used = min(NSPLIT, state.pos / SPLIT + 1u);
+    // Splits that hold visible keys: min(pos + 1, CTX) of them.
+    let used = min(NSPLIT, (min(state.pos + 1u, CTX) - 1u) / SPLIT + 1u);
     var mx = -3.0e38;
     for (var s = 0u; s < used; s++) {
         mx = max(mx, part_ml[(s * NH + h) * 2u]);

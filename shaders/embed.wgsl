@@ -1,6 +1,6 @@
 // Embedding lookup: x[t] = dequant(token_embd[tokens[pos + t]]), one workgroup per token.
 // The token ids come from the device-resident token ring, so decode needs no CPU write.
-//   tokens: [CAP] u32 (position p at index p); w: rows ROW0 .. ROW0 + V of the embedding in
+//   tokens: [TR] u32 (ring: position p at index p % TR); w: rows ROW0 .. ROW0 + V of the embedding in
 //   the format's storage (one part when the table is split across bindings); x: [T, K] f32.
 // Only ids in this part's rows are written. An id >= VT (impossible for sampled ids; prompts
 // are checked on the CPU) gets a zero row from the part that starts at row 0.
@@ -11,6 +11,8 @@ override K: u32;
 override V: u32;
 override ROW0: u32 = 0u;
 override VT: u32;
+// Length of the token ring: position p is at index p % TR.
+override TR: u32;
 override WG: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -31,7 +33,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (t >= params.n_tokens) {
         return;
     }
-    let id = tokens[state.pos + t];
+    let id = tokens[(state.pos + t) % TR];
     let mine = id >= ROW0 && id < ROW0 + V;
     if (!mine && !(ROW0 == 0u && id >= VT)) {
         return;

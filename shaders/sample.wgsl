@@ -2,7 +2,7 @@
 // temperature -> top-k -> top-p -> min-p -> a seeded draw (the order of Hugging Face's logits
 // warpers). Writes the token id into the token ring at pos + n_tokens and advances state.pos, so
 // the next decode step reads it without a CPU round trip.
-//   logits: [V] f32 (modified in place by the penalty);  tokens: [CAP] u32 (ring, history).
+//   logits: [V] f32 (modified in place by the penalty);  tokens: [TR] u32 (ring, recent history).
 // top-k and top-p thresholds are found by a 32-step bisection over order-preserving u32 keys of
 // the logits (ties at the threshold are all kept). The draw walks the kept mass in index order.
 
@@ -20,6 +20,8 @@ struct SampleParams {
 }
 
 override V: u32;
+// Length of the token ring: position p is at index p % TR (TR > WG + the longest batch).
+override TR: u32;
 const WG: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -101,10 +103,10 @@ fn main(@builtin(local_invocation_index) lid: u32) {
         let n = min(min(sp.repeat_last_n, WG), pos_new);
         let start = pos_new - n;
         if (lid < n) {
-            let id = tokens[start + lid];
+            let id = tokens[(start + lid) % TR];
             var first = true;
             for (var j = 0u; j < lid; j++) {
-                if (tokens[start + j] == id) {
+                if (tokens[(start + j) % TR] == id) {
                     first = false;
                 }
             }
@@ -238,7 +240,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     }
     workgroupBarrier();
     if (lid == 0u) {
-        tokens[pos_new] = chosen;
+        tokens[pos_new % TR] = chosen;
         state.pos = pos_new;
         state.n_sampled += 1u;
     }

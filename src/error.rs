@@ -54,6 +54,12 @@ pub enum Error {
     /// `need` bytes and parse again.
     #[error("{file}: the header needs at least {need} bytes, only {have} were given")]
     NeedMoreBytes { file: String, have: u64, need: u64 },
+    /// The device memory needed is more than the budget or the device has.
+    #[error("out of device memory: {0}")]
+    OutOfMemory(String),
+    /// A session snapshot is malformed, of another version, or made with another model.
+    #[error("session snapshot {file}: {msg}")]
+    Snapshot { file: String, msg: String },
     /// An argument given by the caller is invalid.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

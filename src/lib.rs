@@ -11,6 +11,7 @@ pub mod conversation;
 pub mod error;
 pub mod format;
 pub mod gpu;
+pub mod memory;
 pub mod model;
 pub mod npy;
 pub mod ops;

@@ -1,12 +1,13 @@
 //! Model weights on the device. Matrices stay in their stored format (the GEMV/GEMM kernels
-//! decode them); norms and conv kernels (a few KiB) are uploaded as f32. Bytes are streamed from
-//! the file's memory map with `queue.write_buffer` and no CPU copy is kept.
+//! decode them); norms and conv kernels (a few KiB) are uploaded as f32. Bytes are streamed with
+//! `queue.write_buffer` in bounded pieces read from a [`WeightSource`] (the memory map natively,
+//! `Blob` slices in the browser) and no CPU copy is kept. One async upload path serves both.
 
 use std::sync::Arc;
 
 use crate::config::{LayerKind, Lfm2Config};
 use crate::error::{Error, Result};
-use crate::format::{ModelFile, QuantFormat};
+use crate::format::{ModelFile, QuantFormat, WeightSource};
 use crate::gpu::{DeviceNeeds, Gpu};
 use crate::ops;
 
@@ -104,6 +105,9 @@ pub struct UploadOptions {
     /// Largest storage binding to use (default: the device's limit). Tensors larger than this
     /// are split by rows across bindings.
     pub max_binding: Option<u64>,
+    /// Largest piece read from the source and written at once (default 64 MiB): bounds the
+    /// host memory an upload holds (the browser uses less, wasm memory never shrinks).
+    pub chunk_bytes: Option<usize>,
 }
 
 /// The device limits this model would like: bindings and buffers as large as its largest
@@ -128,7 +132,9 @@ pub fn device_needs(file: &ModelFile) -> Result<DeviceNeeds> {
 }
 
 impl GpuModel {
-    /// Uploads every weight; `progress(done_bytes, total_bytes)` is called as bytes go up.
+    /// Uploads every weight from the file's memory map; `progress(done_bytes, total_bytes)` is
+    /// called as bytes go up. Blocks (native only; the browser awaits [`GpuModel::upload_from`]).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn upload(
         gpu: Arc<Gpu>,
         file: &ModelFile,
@@ -138,9 +144,29 @@ impl GpuModel {
     }
 
     /// [`GpuModel::upload`] with options (a lower binding limit, to test splitting).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn upload_with(
         gpu: Arc<Gpu>,
         file: &ModelFile,
+        opts: &UploadOptions,
+        progress: impl FnMut(u64, u64),
+    ) -> Result<GpuModel> {
+        crate::platform::block_on(Self::upload_from(
+            gpu,
+            file,
+            &mut file.mapped(),
+            opts,
+            progress,
+        ))
+    }
+
+    /// Uploads every weight of `file` (its index), reading the bytes from `source` one bounded
+    /// range at a time, tensor by tensor; `progress(done_bytes, total_bytes)` is called as bytes
+    /// go up. Never blocks: in the browser each read is a `Blob` slice awaited on the event loop.
+    pub async fn upload_from<S: WeightSource>(
+        gpu: Arc<Gpu>,
+        file: &ModelFile,
+        source: &mut S,
         opts: &UploadOptions,
         mut progress: impl FnMut(u64, u64),
     ) -> Result<GpuModel> {
@@ -156,40 +182,42 @@ impl GpuModel {
         let mut up = Uploader {
             gpu: &gpu,
             file,
+            source,
             done: &mut done,
             total,
             progress: &mut progress,
             max_binding,
+            chunk: opts.chunk_bytes.unwrap_or(UPLOAD_CHUNK).max(1),
             scratch: Vec::new(),
         };
         let h = c.hidden_size;
-        let embed = up.matrix(&["token_embd.weight"], 1)?;
+        let embed = up.matrix(&["token_embd.weight"], 1).await?;
         let output = if file.has_tensor("output.weight") {
-            Some(up.matrix(&["output.weight"], 1)?)
+            Some(up.matrix(&["output.weight"], 1).await?)
         } else {
             None
         };
-        let final_norm = up.vector("token_embd_norm.weight")?;
+        let final_norm = up.vector("token_embd_norm.weight").await?;
         let mut layers = Vec::with_capacity(c.layers.len());
         for (i, kind) in c.layers.iter().enumerate() {
             let p = |s: &str| format!("blk.{i}.{s}.weight");
-            let attn_norm = up.vector(&p("attn_norm"))?;
-            let ffn_norm = up.vector(&p("ffn_norm"))?;
-            let gate_up = up.matrix(&[&p("ffn_gate"), &p("ffn_up")], 1)?;
-            let down = up.matrix(&[&p("ffn_down")], 1)?;
+            let attn_norm = up.vector(&p("attn_norm")).await?;
+            let ffn_norm = up.vector(&p("ffn_norm")).await?;
+            let gate_up = up.matrix(&[&p("ffn_gate"), &p("ffn_up")], 1).await?;
+            let down = up.matrix(&[&p("ffn_down")], 1).await?;
             let mixer = match kind {
                 LayerKind::Conv => Mixer::Conv {
-                    conv_w: up.vector(&p("shortconv.conv"))?,
-                    in_proj: up.matrix(&[&p("shortconv.in_proj")], 3)?,
-                    out_proj: up.matrix(&[&p("shortconv.out_proj")], 1)?,
+                    conv_w: up.vector(&p("shortconv.conv")).await?,
+                    in_proj: up.matrix(&[&p("shortconv.in_proj")], 3).await?,
+                    out_proj: up.matrix(&[&p("shortconv.out_proj")], 1).await?,
                 },
                 LayerKind::Attention => Mixer::Attention {
-                    q: up.matrix(&[&p("attn_q")], 1)?,
-                    k: up.matrix(&[&p("attn_k")], 1)?,
-                    v: up.matrix(&[&p("attn_v")], 1)?,
-                    o: up.matrix(&[&p("attn_output")], 1)?,
-                    q_norm: up.vector(&p("attn_q_norm"))?,
-                    k_norm: up.vector(&p("attn_k_norm"))?,
+                    q: up.matrix(&[&p("attn_q")], 1).await?,
+                    k: up.matrix(&[&p("attn_k")], 1).await?,
+                    v: up.matrix(&[&p("attn_v")], 1).await?,
+                    o: up.matrix(&[&p("attn_output")], 1).await?,
+                    q_norm: up.vector(&p("attn_q_norm")).await?,
+                    k_norm: up.vector(&p("attn_k_norm")).await?,
                 },
             };
             layers.push(GpuLayer {
@@ -223,21 +251,24 @@ impl GpuModel {
     }
 }
 
-struct Uploader<'a, P: FnMut(u64, u64)> {
+struct Uploader<'a, S: WeightSource, P: FnMut(u64, u64)> {
     gpu: &'a Gpu,
     file: &'a ModelFile,
+    source: &'a mut S,
     done: &'a mut u64,
     total: u64,
     progress: &'a mut P,
     max_binding: u64,
+    /// Largest piece read and written at once.
+    chunk: usize,
     /// Repack buffer, reused (at most one upload chunk).
     scratch: Vec<u8>,
 }
 
-/// Largest piece written at once: bounds the host memory of the staging copies.
+/// Largest piece written at once by default: bounds the host memory of the staging copies.
 const UPLOAD_CHUNK: usize = 64 << 20;
 
-impl<P: FnMut(u64, u64)> Uploader<'_, P> {
+impl<S: WeightSource, P: FnMut(u64, u64)> Uploader<'_, S, P> {
     fn file_name(&self) -> String {
         self.file.path.display().to_string()
     }
@@ -245,11 +276,13 @@ impl<P: FnMut(u64, u64)> Uploader<'_, P> {
     /// Uploads `names` (same format and width), each viewed as `split` pieces of equal rows, as
     /// one stacked matrix of `names.len() * split` pieces; split into parts by output rows when
     /// larger than the binding limit.
-    fn matrix(&mut self, names: &[&str], split: usize) -> Result<GpuMatrix> {
+    async fn matrix(&mut self, names: &[&str], split: usize) -> Result<GpuMatrix> {
         let first = self.file.tensor(names[0])?;
         let (format, cols) = (first.format, *first.shape.last().unwrap_or(&0));
         let fname = self.file_name();
-        let mut pieces: Vec<(&[u8], usize)> = Vec::new(); // (bytes, rows)
+        // (storage, first byte, rows) of each piece.
+        let mut pieces: Vec<(usize, u64, usize)> = Vec::new();
+        let mut ranges = Vec::new();
         for n in names {
             let t = self.file.tensor(n)?;
             if t.format != format || t.shape.len() != 2 || t.shape[1] != cols {
@@ -279,15 +312,16 @@ impl<P: FnMut(u64, u64)> Uploader<'_, P> {
                     format!("{} rows do not split into {split} parts", t.shape[0]),
                 ));
             }
-            let data = self.file.tensor_bytes(n)?;
+            let (storage, range) = self.file.tensor_range(n)?;
             let rows = t.shape[0] / split;
-            let piece_bytes = data.len() / split;
+            let piece_bytes = (range.end - range.start) / split as u64;
             for s in 0..split {
-                pieces.push((&data[s * piece_bytes..(s + 1) * piece_bytes], rows));
+                pieces.push((storage, range.start + s as u64 * piece_bytes, rows));
             }
+            ranges.push((storage, range));
         }
-        let rows = pieces[0].1;
-        if pieces.iter().any(|p| p.1 != rows) {
+        let rows = pieces[0].2;
+        if pieces.iter().any(|p| p.2 != rows) {
             return Err(Error::tensor(
                 &fname,
                 names.join("+"),
@@ -313,21 +347,37 @@ impl<P: FnMut(u64, u64)> Uploader<'_, P> {
             let label = format!("{}[{row0}..{}]", names.join("+"), row0 + n);
             let buf = self.gpu.storage(&label, (gpu_row * stack * n) as u64);
             let mut off = 0u64;
-            for (bytes, _) in &pieces {
-                let src = &bytes[row0 * file_row..(row0 + n) * file_row];
-                // Whole blocks per write, at most UPLOAD_CHUNK bytes.
-                let step = (UPLOAD_CHUNK / format.block_bytes()).max(1) * format.block_bytes();
-                for piece in src.chunks(step) {
+            for &(storage, start, _) in &pieces {
+                let row_byte = |r: usize| start + (r * file_row) as u64;
+                let (a, b) = (row_byte(row0), row_byte(row0 + n));
+                // Whole blocks per read and write, at most `chunk` bytes.
+                let step = (self.chunk / format.block_bytes()).max(1) * format.block_bytes();
+                let mut at = a;
+                while at < b {
+                    let end = (at + step as u64).min(b);
+                    let piece = self.source.read(storage, at..end).await?;
+                    if piece.len() as u64 != end - at {
+                        return Err(Error::tensor(
+                            &fname,
+                            names.join("+"),
+                            format!(
+                                "read {} bytes at offset {at}, expected {}",
+                                piece.len(),
+                                end - at
+                            ),
+                        ));
+                    }
                     let data: &[u8] = if ops::layout::needs_repack(format) {
-                        ops::layout::repack(format, piece, &mut self.scratch);
+                        ops::layout::repack(format, &piece, &mut self.scratch);
                         &self.scratch
                     } else {
-                        piece
+                        &piece
                     };
                     self.gpu.queue.write_buffer(&buf, off, data);
                     off += data.len() as u64;
-                    *self.done += piece.len() as u64;
+                    *self.done += end - at;
                     (self.progress)(*self.done, self.total);
+                    at = end;
                 }
                 // Flush the staging copies so host memory stays bounded.
                 self.gpu.queue.submit([]);
@@ -335,8 +385,8 @@ impl<P: FnMut(u64, u64)> Uploader<'_, P> {
             parts.push(MatrixPart { buf, row0, rows: n });
             row0 += n;
         }
-        for n in names {
-            self.file.release_tensor(n);
+        for (storage, range) in ranges {
+            self.source.release(storage, range);
         }
         Ok(GpuMatrix {
             parts,
@@ -348,9 +398,16 @@ impl<P: FnMut(u64, u64)> Uploader<'_, P> {
     }
 
     /// A small tensor (norm, conv kernel) as f32.
-    fn vector(&mut self, name: &str) -> Result<wgpu::Buffer> {
+    async fn vector(&mut self, name: &str) -> Result<wgpu::Buffer> {
         let t = self.file.tensor(name)?;
-        let v = self.file.tensor_f32(name)?;
+        let (storage, range) = self.file.tensor_range(name)?;
+        let fname = self.file_name();
+        let mut v = Vec::with_capacity(t.numel());
+        let bytes = self.source.read(storage, range).await?;
+        t.format
+            .dequantize(&bytes, &mut v)
+            .map_err(|msg| Error::tensor(&fname, name, msg))?;
+        drop(bytes);
         *self.done += t.len as u64;
         (self.progress)(*self.done, self.total);
         Ok(self.gpu.storage_init(name, bytemuck::cast_slice(&v)))

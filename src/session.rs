@@ -4,31 +4,67 @@
 //!
 //! Positions: `state.pos` on the GPU (mirrored in `Session::pos`) counts the tokens whose K/V and
 //! conv inputs are already in the session. The token at `pos` in the token ring is the pending
-//! one: the next decode step embeds it, writes its K/V at slot `pos`, samples the token for
-//! `pos + 1` and moves `pos` on.
+//! one: the next decode step embeds it, writes its K/V into the ring, samples the token for
+//! `pos + 1` and moves `pos` on. Which keys a token sees, where they live and their RoPE
+//! positions follow `shaders/kv.wgsl`: with [`OnFull::Slide`] the first `sinks` tokens and the
+//! most recent ones stay, and positions stay below the context however long the session runs.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::LayerKind;
+use crate::config::{LayerKind, Lfm2Config};
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, ReadbackSlot};
 use crate::model::{GpuMatrix, GpuModel, Mixer};
-use crate::ops::attention::{self, AttnShape};
+use crate::ops::attention::{self, AttnShape, KvType};
 use crate::ops::linear::{self, Epilogue};
 use crate::ops::sample::{self, SampleParams};
 use crate::ops::{Params, State, conv, embed, norm};
 use crate::sampling::SamplerConfig;
 
+/// What happens when the context is full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum OnFull {
+    /// Generation stops with [`StopReason::ContextFull`].
+    #[default]
+    Stop,
+    /// The oldest tokens after the sinks are evicted (StreamingLLM, Xiao et al. 2023).
+    Slide,
+}
+
+impl OnFull {
+    pub fn name(self) -> &'static str {
+        match self {
+            OnFull::Stop => "stop",
+            OnFull::Slide => "slide",
+        }
+    }
+    pub fn parse(s: &str) -> Result<OnFull> {
+        match s {
+            "stop" => Ok(OnFull::Stop),
+            "slide" => Ok(OnFull::Slide),
+            _ => Err(Error::InvalidArgument(format!(
+                "unknown context policy {s:?} (expected stop or slide)"
+            ))),
+        }
+    }
+}
+
 /// How a session is sized.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SessionOptions {
-    /// KV ring capacity in tokens (the context).
+    /// Tokens a query attends to at most (the context); RoPE positions stay below it.
     pub ctx: usize,
     /// Prefill chunk length.
     pub chunk: usize,
     /// Keep a `[chunk, vocab]` logits buffer so `eval` can return every position's logits.
     pub logits_all: bool,
+    /// Storage of the KV ring.
+    pub kv: KvType,
+    /// What a full context does.
+    pub on_full: OnFull,
+    /// With [`OnFull::Slide`]: tokens at the start that are never evicted (attention sinks).
+    pub sinks: usize,
 }
 
 impl Default for SessionOptions {
@@ -37,7 +73,97 @@ impl Default for SessionOptions {
             ctx: 4096,
             chunk: 128,
             logits_all: false,
+            kv: KvType::F16,
+            on_full: OnFull::Stop,
+            sinks: 4,
         }
+    }
+}
+
+impl SessionOptions {
+    /// The attention geometry and KV ring layout these options give `c`.
+    pub fn attn_shape(&self, c: &Lfm2Config) -> AttnShape {
+        let slide = self.on_full == OnFull::Slide;
+        AttnShape {
+            n_heads: c.num_heads,
+            n_kv_heads: c.num_kv_heads,
+            head_dim: c.head_dim,
+            eps: c.norm_eps,
+            ctx: self.ctx,
+            sinks: if slide { self.sinks } else { 0 },
+            slots: if slide {
+                self.ctx + self.chunk.saturating_sub(1)
+            } else {
+                self.ctx
+            },
+            kv: self.kv,
+        }
+    }
+
+    /// Length of the device token ring: a batch, the sampled token, and the repetition window.
+    pub fn token_ring(&self) -> usize {
+        self.chunk + sample::SAMPLE_WG + 2
+    }
+
+    /// Checks the options against a model.
+    pub fn check(&self, c: &Lfm2Config) -> Result<()> {
+        if self.ctx == 0 || self.chunk == 0 {
+            return Err(Error::InvalidArgument(
+                "context and chunk must be > 0".into(),
+            ));
+        }
+        if self.ctx > c.max_position_embeddings {
+            return Err(Error::InvalidArgument(format!(
+                "a context of {} tokens is more than the {} positions the model was trained on",
+                self.ctx, c.max_position_embeddings
+            )));
+        }
+        if self.on_full == OnFull::Slide && self.sinks >= self.ctx {
+            return Err(Error::InvalidArgument(format!(
+                "{} sink tokens leave no room for a window in a context of {}",
+                self.sinks, self.ctx
+            )));
+        }
+        self.attn_shape(c).check()
+    }
+
+    /// Device bytes a session with these options allocates for `c`, by buffer.
+    pub fn buffer_plan(&self, c: &Lfm2Config) -> Vec<(&'static str, u64)> {
+        let a = self.attn_shape(c);
+        let f = 4u64;
+        let ch = self.chunk as u64;
+        let h = c.hidden_size as u64;
+        let qd = c.q_dim() as u64;
+        let kvd = c.kv_dim() as u64;
+        let wide = (3 * h).max(qd + 2 * kvd).max(c.ff_size as u64);
+        let v = c.vocab_size as u64;
+        let n_attn = c
+            .layers
+            .iter()
+            .filter(|k| **k == LayerKind::Attention)
+            .count() as u64;
+        let n_conv = c.layers.len() as u64 - n_attn;
+        vec![
+            ("kv rings", 2 * n_attn * a.ring_bytes()),
+            ("conv states", n_conv * (c.conv_kernel as u64 - 1) * h * f),
+            ("rope table", (self.ctx * c.head_dim) as u64 * f),
+            ("token ring", self.token_ring() as u64 * 4),
+            (
+                "activations",
+                ch * (2 * h + wide + h.max(qd) + qd) * f + h * f,
+            ),
+            ("logits", if self.logits_all { ch * v * f } else { v * f }),
+            (
+                "attention splits",
+                (a.n_splits() as u64) * (qd + 2 * c.num_heads as u64) * f,
+            ),
+            ("uniforms and readback", 16 + 32 + 16 + 2 * 4),
+        ]
+    }
+
+    /// Total of [`SessionOptions::buffer_plan`].
+    pub fn device_bytes(&self, c: &Lfm2Config) -> u64 {
+        self.buffer_plan(c).iter().map(|(_, b)| b).sum()
     }
 }
 
@@ -122,7 +248,9 @@ struct Scratch {
     logits: wgpu::Buffer,
     part_o: wgpu::Buffer,
     part_ml: wgpu::Buffer,
-    /// Per layer: conv state `[L-1, H]` or (K, V) rings `[ctx, kv]`.
+    /// RoPE `(cos, sin)` by position in the window `[ctx, head_dim / 2]`.
+    rope: wgpu::Buffer,
+    /// Per layer: conv state `[L-1, H]` or (K, V) rings (`shaders/kv.wgsl`).
     layer_state: Vec<(wgpu::Buffer, Option<wgpu::Buffer>)>,
 }
 
@@ -140,24 +268,15 @@ pub struct Session {
     history: Vec<u32>,
     sampler: SamplerConfig,
     submits: usize,
+    /// Length of the device token ring.
+    token_ring: usize,
 }
 
 impl Session {
     pub fn new(model: Arc<GpuModel>, opts: SessionOptions) -> Result<Session> {
         let c = &model.config;
-        if opts.ctx == 0 || opts.chunk == 0 {
-            return Err(Error::InvalidArgument(
-                "context and chunk must be > 0".into(),
-            ));
-        }
-        let attn = AttnShape {
-            n_heads: c.num_heads,
-            n_kv_heads: c.num_kv_heads,
-            head_dim: c.head_dim,
-            eps: c.norm_eps,
-            capacity: opts.ctx,
-        };
-        attn.check()?;
+        opts.check(c)?;
+        let attn = opts.attn_shape(c);
         let gpu = &model.gpu;
         let f = 4u64;
         let ch = opts.chunk as u64;
@@ -177,16 +296,18 @@ impl Session {
                     None,
                 ),
                 LayerKind::Attention => (
-                    gpu.storage(&format!("k_ring.{i}"), opts.ctx as u64 * kvd * f),
-                    Some(gpu.storage(&format!("v_ring.{i}"), opts.ctx as u64 * kvd * f)),
+                    gpu.storage(&format!("k_ring.{i}"), attn.ring_bytes()),
+                    Some(gpu.storage(&format!("v_ring.{i}"), attn.ring_bytes())),
                 ),
             });
         }
+        let rope = attention::rope_table(opts.ctx, c.head_dim, c.rope_theta);
+        let token_ring = opts.token_ring();
         let s = Scratch {
             params: gpu.uniform("params", 16),
             sample_params: gpu.uniform("sample_params", 32),
             state: gpu.storage("state", 16),
-            tokens: gpu.storage("tokens", (opts.ctx as u64 + 1) * 4),
+            tokens: gpu.storage("tokens", token_ring as u64 * 4),
             x: gpu.storage("x", ch * h * f),
             xn: gpu.storage("xn", ch * h * f),
             wide: gpu.storage("wide", ch * wide * f),
@@ -196,6 +317,7 @@ impl Session {
             logits: gpu.storage("logits", if opts.logits_all { ch * v * f } else { v * f }),
             part_o: gpu.storage("part_o", (attn.n_splits() as u64) * qd * f),
             part_ml: gpu.storage("part_ml", (attn.n_splits() * c.num_heads * 2) as u64 * f),
+            rope: gpu.storage_init("rope", bytemuck::cast_slice(&rope)),
             layer_state,
         };
         let slots = [
@@ -213,6 +335,7 @@ impl Session {
             history: Vec::new(),
             sampler: SamplerConfig::default(),
             submits: 0,
+            token_ring,
         };
         session.set_sampler(SamplerConfig::default())?;
         // Build the decode plan now so pipeline errors surface at creation.
@@ -243,6 +366,11 @@ impl Session {
         self.plans.get(&(1, Tail::Sample)).map_or(0, Vec::len)
     }
 
+    /// The sampler settings in use.
+    pub fn sampler(&self) -> &SamplerConfig {
+        &self.sampler
+    }
+
     pub fn set_sampler(&mut self, cfg: SamplerConfig) -> Result<()> {
         cfg.validate()?;
         let p = SampleParams::from(&cfg);
@@ -251,6 +379,38 @@ impl Session {
             .queue
             .write_buffer(&self.s.sample_params, 0, bytemuck::bytes_of(&p));
         self.sampler = cfg;
+        Ok(())
+    }
+
+    /// Whether a decode step may run (a stopping ring must not be full).
+    fn can_step(&self) -> bool {
+        match self.opts.on_full {
+            OnFull::Stop => self.pos < self.opts.ctx,
+            OnFull::Slide => self.pos + 1 < u32::MAX as usize,
+        }
+    }
+
+    /// Benchmarks only: moves the session to position `n` as if `n` tokens (all id 0) had been
+    /// processed, without computing them. The KV ring keeps whatever it holds (zeros in a new
+    /// session), which costs attention exactly what real keys would; the output is meaningless.
+    #[doc(hidden)]
+    pub fn bench_seek(&mut self, n: usize) -> Result<()> {
+        if self.opts.on_full == OnFull::Stop && n >= self.opts.ctx {
+            return Err(Error::InvalidArgument(format!(
+                "cannot seek to {n} in a context of {}",
+                self.opts.ctx
+            )));
+        }
+        let st = State {
+            pos: n as u32,
+            ..Default::default()
+        };
+        self.model
+            .gpu
+            .queue
+            .write_buffer(&self.s.state, 0, bytemuck::bytes_of(&st));
+        self.pos = n;
+        self.history = vec![0; n];
         Ok(())
     }
 
@@ -273,3 +433,8 @@ impl Session {
 // Plan building and the scheduler are in session_run.rs to keep files small.
 #[path = "session_run.rs"]
 mod run;
+
+// Session snapshots (save / restore).
+#[path = "session_snapshot.rs"]
+mod snapshot;
+pub use snapshot::SNAPSHOT_VERSION;

@@ -91,7 +91,14 @@ impl Session {
         };
         for p in &m.embed.parts {
             d.push(gpu.dispatch(
-                &embed::embed_part_spec(m.embed.format, h, p.row0, p.rows, c.vocab_size)?,
+                &embed::embed_part_spec(
+                    m.embed.format,
+                    h,
+                    p.row0,
+                    p.rows,
+                    c.vocab_size,
+                    self.token_ring,
+                )?,
                 &[&s.params, &s.state, &s.tokens, &p.buf, &s.x],
                 embed::embed_groups(t),
             )?);
@@ -169,22 +176,14 @@ impl Session {
                     d.push(gpu.dispatch(
                         &attention::prep_spec(a),
                         &[
-                            &s.params,
-                            &s.state,
-                            &s.wide,
-                            q_norm,
-                            k_norm,
-                            &m.inv_freq,
-                            &s.q,
-                            st,
-                            vc,
+                            &s.params, &s.state, &s.wide, q_norm, k_norm, &s.rope, &s.q, st, vc,
                         ],
                         attention::prep_groups(a, t),
                     )?);
                     if t == 1 {
                         d.push(gpu.dispatch(
                             &attention::decode_spec(a),
-                            &[&s.state, &s.q, st, vc, &s.part_o, &s.part_ml],
+                            &[&s.state, &s.q, st, vc, &s.rope, &s.part_o, &s.part_ml],
                             attention::decode_groups(a),
                         )?);
                         d.push(gpu.dispatch(
@@ -195,7 +194,7 @@ impl Session {
                     } else {
                         d.push(gpu.dispatch(
                             &attention::prefill_spec(a),
-                            &[&s.params, &s.state, &s.q, st, vc, &s.mix],
+                            &[&s.params, &s.state, &s.q, st, vc, &s.rope, &s.mix],
                             attention::prefill_groups(a, t),
                         )?);
                     }
@@ -230,7 +229,7 @@ impl Session {
                     &[],
                 )?);
                 d.push(gpu.dispatch(
-                    &sample::sample_spec(c.vocab_size),
+                    &sample::sample_spec(c.vocab_size, self.token_ring),
                     &[&s.params, &s.sample_params, &s.state, &s.tokens, &s.logits],
                     [1, 1, 1],
                 )?);
@@ -319,15 +318,15 @@ impl Session {
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    /// Writes `ids` into the token ring from the current position and checks they fit.
-    fn stage_tokens(&mut self, ids: &[u32]) -> Result<()> {
+    /// Checks that `ids` are valid tokens and that the session can take them.
+    fn check_tokens(&self, ids: &[u32]) -> Result<()> {
         let v = self.model.config.vocab_size;
         if let Some(bad) = ids.iter().find(|&&i| i as usize >= v) {
             return Err(Error::InvalidArgument(format!(
                 "token id {bad} is outside the vocabulary of {v}"
             )));
         }
-        if self.pos + ids.len() > self.opts.ctx {
+        if self.opts.on_full == OnFull::Stop && self.pos + ids.len() > self.opts.ctx {
             return Err(Error::InvalidArgument(format!(
                 "{} tokens at position {} do not fit the context of {} tokens",
                 ids.len(),
@@ -335,14 +334,31 @@ impl Session {
                 self.opts.ctx
             )));
         }
-        self.model.gpu.queue.write_buffer(
-            &self.s.tokens,
-            self.pos as u64 * 4,
-            bytemuck::cast_slice(ids),
-        );
+        if self.pos as u64 + ids.len() as u64 >= u64::from(u32::MAX) {
+            return Err(Error::InvalidArgument(
+                "the session has reached 2^32 tokens; reset it".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Writes one batch (at most a chunk) into the token ring from the current position.
+    fn stage_chunk(&mut self, ids: &[u32]) {
+        let tr = self.token_ring;
+        let mut at = self.pos % tr;
+        let mut rest = ids;
+        while !rest.is_empty() {
+            let n = rest.len().min(tr - at);
+            self.model.gpu.queue.write_buffer(
+                &self.s.tokens,
+                at as u64 * 4,
+                bytemuck::cast_slice(&rest[..n]),
+            );
+            rest = &rest[n..];
+            at = 0;
+        }
         self.history.truncate(self.pos);
         self.history.extend_from_slice(ids);
-        Ok(())
     }
 
     /// Tokens processed so far (positions `0..position()`).
@@ -359,10 +375,11 @@ impl Session {
                 "eval needs a session created with logits_all".into(),
             ));
         }
-        self.stage_tokens(ids)?;
+        self.check_tokens(ids)?;
         let v = self.model.config.vocab_size;
         let mut out = Vec::with_capacity(ids.len() * v);
         for chunk in ids.chunks(self.opts.chunk) {
+            self.stage_chunk(chunk);
             self.submit(chunk.len(), Tail::LogitsAll, None)?;
             out.extend(
                 self.model
@@ -419,17 +436,18 @@ impl Session {
                     "empty prompt and no pending token to continue from".into(),
                 ));
             }
-            if self.pos >= self.opts.ctx {
+            if !self.can_step() {
                 stats.stop = StopReason::ContextFull;
                 return Ok(stats);
             }
             inflight.push_back((next_slot, self.submit(1, Tail::Sample, Some(next_slot))?));
             next_slot ^= 1;
         } else {
-            self.stage_tokens(prompt)?;
+            self.check_tokens(prompt)?;
             let chunk = self.opts.chunk;
             let n_chunks = prompt.len().div_ceil(chunk);
             for (i, c) in prompt.chunks(chunk).enumerate() {
+                self.stage_chunk(c);
                 if i + 1 < n_chunks {
                     self.submit(c.len(), Tail::Advance, None)?;
                 } else {
@@ -444,8 +462,7 @@ impl Session {
         let mut first_at = None;
         loop {
             // Keep one step queued behind the one being read back.
-            let can_step =
-                stats.generated.len() + inflight.len() < max_new && self.pos < self.opts.ctx;
+            let can_step = stats.generated.len() + inflight.len() < max_new && self.can_step();
             if can_step && inflight.len() < 2 {
                 inflight.push_back((next_slot, self.submit(1, Tail::Sample, Some(next_slot))?));
                 next_slot ^= 1;

@@ -69,6 +69,8 @@ fn f16_and_bf16_weights_stay_within_their_budget() -> anyhow::Result<()> {
                 ctx: case.tokens.len(),
                 chunk: 64,
                 logits_all: true,
+                kv: lfm::ops::attention::KvType::F32,
+                ..Default::default()
             };
             let mut s = gpu_common::session_on(gpu.clone(), &file, opts);
             let logits = s.eval(&case.tokens)?;

@@ -31,6 +31,8 @@ fn gpu_agrees_loosely_with_llama_cpp() -> anyhow::Result<()> {
                 ctx: case.tokens.len(),
                 chunk: 64,
                 logits_all: true,
+                kv: lfm::ops::attention::KvType::F32,
+                ..Default::default()
             };
             let mut s = gpu_common::session_on(gpu.clone(), file, opts);
             let logits = s.eval(&case.tokens)?;

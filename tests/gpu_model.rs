@@ -25,6 +25,8 @@ fn gpu_logits_and_greedy_match_transformers() -> anyhow::Result<()> {
                     ctx: case.tokens.len() + case.greedy.len() + 4,
                     chunk: 64,
                     logits_all: true,
+                    kv: lfm::ops::attention::KvType::F32,
+                    ..Default::default()
                 };
                 let mut s = gpu_common::session_on(gpu.clone(), file, opts);
                 let what = format!("{} on {} ({backend})", case.name(), file.display());
@@ -76,6 +78,8 @@ fn gpu_greedy_generation_matches_transformers() -> anyhow::Result<()> {
                 ctx: case.tokens.len() + case.greedy.len() + 4,
                 chunk: 64,
                 logits_all: false,
+                kv: lfm::ops::attention::KvType::F32,
+                ..Default::default()
             };
             let Some((_, mut s)) = gpu_common::session(file, opts) else {
                 return Ok(());

@@ -171,11 +171,12 @@ fn embed_reads_ids_from_the_token_ring() {
             let (v, h) = (37, if f.block_elems() > 1 { 256 } else { 72 });
             let (wb, w) = encode(f, &rng.vec(v * h, 1.0));
             let ring = [5u32, 9, 36, 0, 17, 4];
-            let (pos, t) = (2, 3);
+            // The batch wraps around the end of the ring: positions 4, 5, 6 -> indices 4, 5, 0.
+            let (pos, t) = (4, 3);
             let wbuf = upload_weights(&gpu, f, &wb);
             let (pb, sb, tb) = (params(&gpu, t), state(&gpu, pos), upload_u32(&gpu, &ring));
             let xb = gpu.storage("x", (t * h * 4) as u64);
-            let spec = ops::embed::embed_spec(f, h, v).expect("spec");
+            let spec = ops::embed::embed_spec(f, h, v, ring.len()).expect("spec");
             let d = gpu
                 .dispatch(
                     &spec,
@@ -184,9 +185,9 @@ fn embed_reads_ids_from_the_token_ring() {
                 )
                 .expect("dispatch");
             gpu.run_blocking(&[&d]).expect("run");
-            let want: Vec<f32> = ring[pos..pos + t]
-                .iter()
-                .flat_map(|&id| w[id as usize * h..(id as usize + 1) * h].to_vec())
+            let want: Vec<f32> = (pos..pos + t)
+                .map(|p| ring[p % ring.len()] as usize)
+                .flat_map(|id| w[id * h..(id + 1) * h].to_vec())
                 .collect();
             assert_close(
                 &format!("{backend} embed {f}"),

@@ -1,6 +1,7 @@
 //! Sequence kernels against their CPU references on every test backend: the prefill short
-//! convolution across chunk boundaries, attention prep + causal prefill + split-K decode over a
-//! KV ring filled to capacity (GQA 2:1 and 4:1), and GPU sampling.
+//! convolution across chunk boundaries, attention prep + causal prefill + split-K decode over
+//! the KV ring (every storage type; filled to capacity, and sliding with sinks), and GPU
+//! sampling.
 
 mod gpu_common;
 
@@ -46,121 +47,189 @@ fn short_conv_prefill_carries_state_across_chunks() {
     }
 }
 
-/// Reference q/k after per-head norm and RoPE at `pos`.
-fn prep_cpu(x: &[f32], heads: usize, hd: usize, w: &[f32], pos: usize) -> Vec<f32> {
+/// Reference q/k after the per-head norm, rotated to `pos` when given.
+fn prep_cpu(x: &[f32], heads: usize, hd: usize, w: &[f32], pos: Option<usize>) -> Vec<f32> {
     let mut v = x.to_vec();
     cpu::head_rms_norm(&mut v, heads, hd, w, 1e-5);
-    cpu::rope_neox(&mut v, heads, hd, pos, 1e6);
+    if let Some(p) = pos {
+        cpu::rope_neox(&mut v, heads, hd, p, 1e6);
+    }
     v
 }
 
+/// Slot of absolute token `a` (the rule of shaders/kv.wgsl, restated).
+fn slot_of(a: &AttnShape, t: usize) -> usize {
+    if t < a.sinks {
+        t
+    } else {
+        a.sinks + (t - a.sinks) % (a.slots - a.sinks)
+    }
+}
+
+/// Prep + prefill/decode over a ring, batch by batch, for every KV type and both ring policies:
+/// `stop` filled exactly to capacity, and `slide` (4 sinks, a 40-token window, chunks of 16)
+/// driven to 3.5 times its context so that slots wrap and keys are evicted. Checks: roped q;
+/// the ring's contents against the CPU's normed keys and values (exact for f32, within the
+/// format's rounding otherwise); attention against the CPU's windowed attention over the
+/// values the ring actually holds (so the check is tight for every format).
 #[test]
-fn attention_prefill_and_decode_fill_the_ring() {
+fn attention_over_the_kv_ring_every_type_and_policy() {
     for (backend, gpu) in gpus() {
-        for (nh, nkv) in [(4, 2), (4, 1)] {
-            let mut rng = Rng::new(11 + nkv as u64);
-            let hd = 16;
-            let cap = 70;
-            let a = AttnShape {
-                n_heads: nh,
-                n_kv_heads: nkv,
-                head_dim: hd,
-                eps: 1e-5,
-                capacity: cap,
-            };
-            let (qd, kvd) = (nh * hd, nkv * hd);
-            let w_q = rng.vec(hd, 1.0);
-            let w_k = rng.vec(hd, 1.0);
-            let inv = attn::inv_freq(hd, 1e6);
-            let (qnb, knb, ifb) = (upload(&gpu, &w_q), upload(&gpu, &w_k), upload(&gpu, &inv));
-            let kc = gpu.storage("k", (cap * kvd * 4) as u64);
-            let vc = gpu.storage("v", (cap * kvd * 4) as u64);
-            let max_t = 40;
-            let qkvb = gpu.storage("qkv", (max_t * (qd + 2 * kvd) * 4) as u64);
-            let qb = gpu.storage("q", (max_t * qd * 4) as u64);
-            let ob = gpu.storage("out", (max_t * qd * 4) as u64);
-            let po = gpu.storage("part_o", (a.n_splits() * qd * 4) as u64);
-            let pml = gpu.storage("part_ml", (a.n_splits() * nh * 2 * 4) as u64);
-            let (pb, sb) = (params(&gpu, 1), state(&gpu, 0));
-            let (mut kcpu, mut vcpu) = (Vec::new(), Vec::new());
-            let mut pos = 0;
-            // Two prefill chunks, then a decode step that takes the last slot of the ring.
-            for t in [40, 29, 1] {
-                let qkv = rng.vec(t * (qd + 2 * kvd), 1.0);
-                gpu.queue.write_buffer(&qkvb, 0, bytemuck::cast_slice(&qkv));
-                set_params(&gpu, &pb, t);
-                set_state(&gpu, &sb, pos);
-                let prep = gpu
-                    .dispatch(
-                        &attn::prep_spec(&a),
-                        &[&pb, &sb, &qkvb, &qnb, &knb, &ifb, &qb, &kc, &vc],
-                        attn::prep_groups(&a, t),
-                    )
-                    .expect("prep");
-                if t > 1 {
-                    let pre = gpu
-                        .dispatch(
-                            &attn::prefill_spec(&a),
-                            &[&pb, &sb, &qb, &kc, &vc, &ob],
-                            attn::prefill_groups(&a, t),
-                        )
-                        .expect("prefill");
-                    gpu.run_blocking(&[&prep, &pre]).expect("run");
+        for kv in attn::KvType::ALL {
+            for (nh, nkv, slide) in [(4, 2, false), (4, 1, false), (4, 2, true), (8, 2, true)] {
+                let mut rng = Rng::new(11 + nkv as u64 + nh as u64);
+                let hd = 16;
+                let (ctx, sinks, chunk) = if slide { (40, 4, 16) } else { (70, 0, 40) };
+                let a = AttnShape {
+                    n_heads: nh,
+                    n_kv_heads: nkv,
+                    head_dim: hd,
+                    eps: 1e-5,
+                    ctx,
+                    sinks,
+                    slots: if slide { ctx + chunk - 1 } else { ctx },
+                    kv,
+                };
+                a.check().expect("shape");
+                let (qd, kvd) = (nh * hd, nkv * hd);
+                let w_q = rng.vec(hd, 1.0);
+                let w_k = rng.vec(hd, 1.0);
+                let rope = attn::rope_table(ctx, hd, 1e6);
+                let (qnb, knb, rb) = (upload(&gpu, &w_q), upload(&gpu, &w_k), upload(&gpu, &rope));
+                let kc = gpu.storage("k", a.ring_bytes());
+                let vc = gpu.storage("v", a.ring_bytes());
+                let qkvb = gpu.storage("qkv", (chunk * (qd + 2 * kvd) * 4) as u64);
+                let qb = gpu.storage("q", (chunk * qd * 4) as u64);
+                let ob = gpu.storage("out", (chunk * qd * 4) as u64);
+                let po = gpu.storage("part_o", (a.n_splits() * qd * 4) as u64);
+                let pml = gpu.storage("part_ml", (a.n_splits() * nh * 2 * 4) as u64);
+                let (pb, sb) = (params(&gpu, 1), state(&gpu, 0));
+                let (mut kcpu, mut vcpu) = (Vec::new(), Vec::new());
+                let mut pos = 0;
+                let batches: &[usize] = if slide {
+                    &[16, 16, 16, 1, 1, 16, 5, 1, 16, 16, 16, 1, 16, 1]
                 } else {
-                    let dec = gpu
+                    &[40, 29, 1]
+                };
+                for &t in batches {
+                    let qkv = rng.vec(t * (qd + 2 * kvd), 1.0);
+                    gpu.queue.write_buffer(&qkvb, 0, bytemuck::cast_slice(&qkv));
+                    set_params(&gpu, &pb, t);
+                    set_state(&gpu, &sb, pos);
+                    let prep = gpu
                         .dispatch(
-                            &attn::decode_spec(&a),
-                            &[&sb, &qb, &kc, &vc, &po, &pml],
-                            attn::decode_groups(&a),
+                            &attn::prep_spec(&a),
+                            &[&pb, &sb, &qkvb, &qnb, &knb, &rb, &qb, &kc, &vc],
+                            attn::prep_groups(&a, t),
                         )
-                        .expect("decode");
-                    let red = gpu
-                        .dispatch(
-                            &attn::reduce_spec(&a),
-                            &[&sb, &po, &pml, &ob],
-                            attn::reduce_groups(&a),
-                        )
-                        .expect("reduce");
-                    gpu.run_blocking(&[&prep, &dec, &red]).expect("run");
-                }
-                let got_q = read(&gpu, &qb, t * qd);
-                let got_o = read(&gpu, &ob, t * qd);
-                for ti in 0..t {
-                    let row = &qkv[ti * (qd + 2 * kvd)..(ti + 1) * (qd + 2 * kvd)];
-                    let p = pos + ti;
-                    let q = prep_cpu(&row[..qd], nh, hd, &w_q, p);
-                    kcpu.extend(prep_cpu(&row[qd..qd + kvd], nkv, hd, &w_k, p));
-                    vcpu.extend_from_slice(&row[qd + kvd..]);
-                    let what = format!("{backend} nh={nh} nkv={nkv} t={t} pos={p}");
-                    assert_close(
-                        &format!("{what} q"),
-                        &got_q[ti * qd..(ti + 1) * qd],
-                        &q,
-                        1e-5,
+                        .expect("prep");
+                    if t > 1 {
+                        let pre = gpu
+                            .dispatch(
+                                &attn::prefill_spec(&a),
+                                &[&pb, &sb, &qb, &kc, &vc, &rb, &ob],
+                                attn::prefill_groups(&a, t),
+                            )
+                            .expect("prefill");
+                        gpu.run_blocking(&[&prep, &pre]).expect("run");
+                    } else {
+                        let dec = gpu
+                            .dispatch(
+                                &attn::decode_spec(&a),
+                                &[&sb, &qb, &kc, &vc, &rb, &po, &pml],
+                                attn::decode_groups(&a),
+                            )
+                            .expect("decode");
+                        let red = gpu
+                            .dispatch(
+                                &attn::reduce_spec(&a),
+                                &[&sb, &po, &pml, &ob],
+                                attn::reduce_groups(&a),
+                            )
+                            .expect("reduce");
+                        gpu.run_blocking(&[&prep, &dec, &red]).expect("run");
+                    }
+                    let got_q = read(&gpu, &qb, t * qd);
+                    let got_o = read(&gpu, &ob, t * qd);
+                    let words = |b: &wgpu::Buffer| -> Vec<u32> {
+                        let bytes = gpu.read_buffer(b, 0, a.ring_bytes()).expect("read ring");
+                        bytemuck::cast_slice(&bytes).to_vec()
+                    };
+                    let (kring, vring) = (
+                        attn::decode_ring(&a, &words(&kc)),
+                        attn::decode_ring(&a, &words(&vc)),
                     );
-                    let want = cpu::attention_step(&q, &kcpu, &vcpu, p + 1, nh, nkv, hd);
-                    assert_close(
-                        &format!("{what} attention"),
-                        &got_o[ti * qd..(ti + 1) * qd],
-                        &want,
-                        2e-5,
+                    for ti in 0..t {
+                        let row = &qkv[ti * (qd + 2 * kvd)..(ti + 1) * (qd + 2 * kvd)];
+                        kcpu.extend(prep_cpu(&row[qd..qd + kvd], nkv, hd, &w_k, None));
+                        vcpu.extend_from_slice(&row[qd + kvd..]);
+                    }
+                    // What the ring holds, by absolute index, for tokens still in it.
+                    let end = pos + t;
+                    let (mut kh, mut vh) = (vec![f32::NAN; end * kvd], vec![f32::NAN; end * kvd]);
+                    for tok in 0..end {
+                        let live = tok < a.sinks || end - tok <= a.slots - a.sinks;
+                        if live {
+                            let sl = slot_of(&a, tok);
+                            kh[tok * kvd..(tok + 1) * kvd]
+                                .copy_from_slice(&kring[sl * kvd..(sl + 1) * kvd]);
+                            vh[tok * kvd..(tok + 1) * kvd]
+                                .copy_from_slice(&vring[sl * kvd..(sl + 1) * kvd]);
+                        }
+                    }
+                    // The batch's own keys went in rounded through the format.
+                    let mut kw = kcpu[pos * kvd..end * kvd].to_vec();
+                    let mut vw = vcpu[pos * kvd..end * kvd].to_vec();
+                    cpu::kv_round_trip(kv, &mut kw, t * nkv, hd);
+                    cpu::kv_round_trip(kv, &mut vw, t * nkv, hd);
+                    // int8: a value on a rounding boundary may land one step away.
+                    let tol = match kv {
+                        attn::KvType::F32 => 1e-5,
+                        attn::KvType::F16 => 2e-3,
+                        attn::KvType::Int8 => 0.04,
+                    };
+                    let what = format!(
+                        "{backend} {} nh={nh} nkv={nkv} slide={slide} t={t} pos={pos}",
+                        kv.name()
                     );
+                    assert_close(&format!("{what} k ring"), &kh[pos * kvd..], &kw, tol);
+                    assert_close(&format!("{what} v ring"), &vh[pos * kvd..], &vw, tol);
+                    for ti in 0..t {
+                        let p = pos + ti;
+                        let row = &qkv[ti * (qd + 2 * kvd)..(ti + 1) * (qd + 2 * kvd)];
+                        let q0 = prep_cpu(&row[..qd], nh, hd, &w_q, None);
+                        let q = prep_cpu(&row[..qd], nh, hd, &w_q, Some((p + 1).min(ctx) - 1));
+                        let what = format!("{what} query {p}");
+                        assert_close(
+                            &format!("{what} q"),
+                            &got_q[ti * qd..(ti + 1) * qd],
+                            &q,
+                            1e-5,
+                        );
+                        let want = cpu::windowed_attention(
+                            &q0,
+                            &kh,
+                            &vh,
+                            p,
+                            (ctx, sinks),
+                            (nh, nkv, hd),
+                            1e6,
+                        );
+                        assert_close(
+                            &format!("{what} attention"),
+                            &got_o[ti * qd..(ti + 1) * qd],
+                            &want,
+                            3e-5,
+                        );
+                    }
+                    pos += t;
                 }
-                pos += t;
+                if slide {
+                    assert!(pos > 3 * ctx, "the window must have slid");
+                } else {
+                    assert_eq!(pos, ctx, "the ring must be exactly full");
+                }
             }
-            assert_eq!(pos, cap, "the ring must be exactly full");
-            assert_close(
-                &format!("{backend} k ring"),
-                &read(&gpu, &kc, cap * kvd),
-                &kcpu,
-                1e-5,
-            );
-            assert_close(
-                &format!("{backend} v ring"),
-                &read(&gpu, &vc, cap * kvd),
-                &vcpu,
-                0.0,
-            );
         }
     }
 }
@@ -183,7 +252,7 @@ impl Sampler {
         let logits = gpu.storage("logits", (v * 4) as u64);
         let d = gpu
             .dispatch(
-                &sample::sample_spec(v),
+                &sample::sample_spec(v, 4096),
                 &[&pb, &sp, &st, &tokens, &logits],
                 [1, 1, 1],
             )

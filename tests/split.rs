@@ -34,13 +34,20 @@ fn split_matrices_give_the_same_logits() -> anyhow::Result<()> {
     for path in files {
         let file = ModelFile::open(&path)?;
         let run = |max_binding: Option<u64>| -> anyhow::Result<(Vec<f32>, Vec<u32>, usize)> {
-            let opts = UploadOptions { max_binding };
+            // Splitting also reads the file in small pieces (whole blocks), which must not
+            // change a byte either.
+            let opts = UploadOptions {
+                max_binding,
+                chunk_bytes: max_binding.map(|_| 4000),
+            };
             let model = Arc::new(GpuModel::upload_with(gpu.clone(), &file, &opts, |_, _| {})?);
             let parts = model.embed.parts.len();
             let so = |logits_all| SessionOptions {
                 ctx: 400,
                 chunk: 64,
                 logits_all,
+                kv: lfm::ops::attention::KvType::F32,
+                ..Default::default()
             };
             let logits = Session::new(model.clone(), so(true))?.eval(&case.tokens[..100])?;
             let greedy = Session::new(model, so(false))?

@@ -23,13 +23,21 @@ pub struct BenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Start with the KV ring at this many tokens (comma-separated for several runs, e.g.
+    /// 1024,4096,16384,32768), to measure decode at long context. The ring is positioned, not
+    /// prefilled: its keys are zeros, which cost attention the same as real ones.
+    #[arg(long, value_delimiter = ',')]
+    pub fill: Vec<usize>,
 }
 
 pub fn bench(a: BenchArgs) -> Result<()> {
     if a.n_prompt == 0 || a.n_gen == 0 {
         bail!("-p and -n must be at least 1");
     }
-    let ctx = a.model.ctx.max(a.n_prompt + a.n_gen + 1);
+    if !a.fill.is_empty() {
+        return bench_fill(&a);
+    }
+    let ctx = a.model.plan.ctx.unwrap_or(4096).max(a.n_prompt + a.n_gen + 1);
     let t0 = Instant::now();
     let mut l = load(&a.model, false, ctx)?;
     let load_s = t0.elapsed().as_secs_f64();
@@ -101,5 +109,56 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         human_bytes(l.session.model().weight_bytes),
         rss.map_or("n/a".into(), human_bytes)
     );
+    Ok(())
+}
+
+/// Decode speed and device bytes with the KV ring positioned at each `--fill` length.
+fn bench_fill(a: &BenchArgs) -> Result<()> {
+    let mut rows = Vec::new();
+    for &fill in &a.fill {
+        let ctx = a.model.plan.ctx.unwrap_or(0).max(fill + a.n_prompt + a.n_gen + 1);
+        let mut l = load(&a.model, false, ctx)?;
+        l.session.set_sampler(SamplerConfig::greedy())?;
+        let v = l.file.config.vocab_size as u32;
+        let prompt: Vec<u32> = (0..a.n_prompt as u32)
+            .map(|i| 16 + (i * 7919) % (v - 16))
+            .collect();
+        // Warm-up at the same fill, then the measured run.
+        l.session.bench_seek(fill)?;
+        l.session.generate(&prompt, 2, &|_| false, &mut |_| true)?;
+        l.session.bench_seek(fill)?;
+        let bytes0 = l.session.device_bytes();
+        let st = l
+            .session
+            .generate(&prompt, a.n_gen, &|_| false, &mut |_| true)?;
+        let o = l.session.options();
+        let c = &l.file.config;
+        let r = serde_json::json!({
+            "model": l.file.path.display().to_string(),
+            "adapter": l.session.model().gpu.describe(),
+            "fill": fill,
+            "ctx": o.ctx,
+            "kv": o.kv.name(),
+            "kv_bytes_per_token": lfm::memory::kv_bytes_per_token(c, o.kv),
+            "n_gen": st.generated.len(),
+            "decode_tok_s": st.decode_tok_s(),
+            "device_bytes": l.session.device_bytes(),
+            "device_bytes_grew": l.session.device_bytes() != bytes0,
+        });
+        if a.json {
+            println!("{r}");
+        } else {
+            println!(
+                "fill {:>6}  ctx {:>6}  KV {:<5} {:>6} B/token  decode {:>8.3} tok/s  device {}",
+                fill,
+                o.ctx,
+                o.kv.name(),
+                lfm::memory::kv_bytes_per_token(c, o.kv),
+                st.decode_tok_s(),
+                human_bytes(l.session.device_bytes())
+            );
+        }
+        rows.push(r);
+    }
     Ok(())
 }

@@ -10,10 +10,12 @@ use lfm::conversation::Conversation;
 use lfm::gpu::{Gpu, GpuOptions};
 use lfm::model::GpuModel;
 use lfm::sampling::SamplerConfig;
-use lfm::session::{Session, SessionOptions, StopReason};
+use lfm::memory::{self, MemoryPlan};
+use lfm::ops::attention::KvType;
+use lfm::session::{OnFull, Session, SessionOptions, StopReason};
 use lfm::tokenizer::{StreamDecoder, Tokenizer};
 
-use crate::{ChatArgs, EvalArgs, ModelArgs, RunArgs, SampleArgs};
+use crate::{ChatArgs, EvalArgs, ModelArgs, PlanArgs, RunArgs, SampleArgs};
 
 /// The built-in model: a tiny random-weight LFM2 with the real architecture (see README.md).
 const BUILTIN: &[u8] = include_bytes!("../../tests/fixtures/tiny-a-f16.gguf");
@@ -32,8 +34,50 @@ pub struct Loaded {
     pub session: Session,
 }
 
-/// Opens the model, uploads it to the chosen adapter and creates a session.
-pub fn load(args: &ModelArgs, logits_all: bool, ctx: usize) -> Result<Loaded> {
+/// The session options `plan` asks for (with `--mem-budget`, the ones that fit it) and the
+/// memory plan they give. `ctx_floor`: the least context the command needs.
+pub fn session_options(
+    file: &ModelFile,
+    plan: &PlanArgs,
+    logits_all: bool,
+    ctx_floor: usize,
+) -> Result<MemoryPlan> {
+    let c = &file.config;
+    let kv = match &plan.kv {
+        Some(k) => KvType::parse(k)?,
+        None => KvType::F16,
+    };
+    let default_ctx = 4096.min(c.max_position_embeddings);
+    let want = SessionOptions {
+        ctx: plan.ctx.unwrap_or(default_ctx).max(ctx_floor),
+        chunk: plan.chunk,
+        logits_all,
+        kv,
+        on_full: OnFull::parse(&plan.on_full)?,
+        sinks: plan.keep_sink,
+    };
+    let weights = memory::weight_device_bytes(file)?;
+    let mp = match &plan.mem_budget {
+        Some(b) => {
+            let budget = memory::parse_bytes(b)?;
+            let mp =
+                memory::plan_for_budget(c, weights, budget, &want, plan.ctx.is_some(), plan.kv.is_some())?;
+            if mp.opts.ctx < ctx_floor {
+                bail!(
+                    "this command needs a context of {ctx_floor} tokens; the budget allows {}:\n{mp}",
+                    mp.opts.ctx
+                );
+            }
+            mp
+        }
+        None => MemoryPlan::new(c, weights, want),
+    };
+    mp.opts.check(c)?;
+    Ok(mp)
+}
+
+/// Opens the model and uploads it to the chosen adapter.
+pub fn load_model(args: &ModelArgs) -> Result<(ModelFile, Tokenizer, Arc<GpuModel>)> {
     let file = open_model(args.model.as_deref())?;
     let tok = file.tokenizer()?;
     let needs = lfm::model::device_needs(&file)?;
@@ -59,50 +103,65 @@ pub fn load(args: &ModelArgs, logits_all: bool, ctx: usize) -> Result<Loaded> {
     if let Some(pb) = pb {
         pb.finish_and_clear();
     }
-    if ctx > file.config.max_position_embeddings {
-        bail!(
-            "--ctx {ctx} is larger than the model's {} positions",
-            file.config.max_position_embeddings
-        );
-    }
-    let session = Session::new(
-        Arc::new(model),
-        SessionOptions {
-            ctx,
-            chunk: args.chunk,
-            logits_all,
-        },
-    )?;
+    Ok((file, tok, Arc::new(model)))
+}
+
+/// Opens the model, uploads it and creates a session; the plan is checked before the upload.
+pub fn load(args: &ModelArgs, logits_all: bool, ctx_floor: usize) -> Result<Loaded> {
+    let file = open_model(args.model.as_deref())?;
+    let plan = session_options(&file, &args.plan, logits_all, ctx_floor)?;
+    drop(file);
+    let (file, tok, model) = load_model(args)?;
+    let session = Session::new(model, plan.opts)?;
     Ok(Loaded { file, tok, session })
 }
 
-fn sampler(a: &SampleArgs) -> SamplerConfig {
-    let seed = a.seed.unwrap_or_else(|| {
+/// Sampler settings from the flags, over `base` (the defaults, or a restored session's).
+fn sampler(a: &SampleArgs, base: Option<&SamplerConfig>) -> SamplerConfig {
+    let seed = a.seed.or(base.map(|b| b.seed)).unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0)
     });
+    let temperature = a.temp.or(base.map(|b| b.temperature)).unwrap_or(0.3);
     SamplerConfig {
-        temperature: a.temp,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        min_p: a.min_p,
+        temperature,
+        top_k: a.top_k.or(base.map(|b| b.top_k)).unwrap_or(0),
+        top_p: a.top_p.or(base.map(|b| b.top_p)).unwrap_or(1.0),
+        min_p: a.min_p.or(base.map(|b| b.min_p)).unwrap_or(0.15),
         repeat_penalty: a
             .repeat_penalty
-            .unwrap_or(if a.temp == 0.0 { 1.0 } else { 1.05 }),
-        repeat_last_n: 64,
+            .or(base.map(|b| b.repeat_penalty))
+            .unwrap_or(if temperature == 0.0 { 1.0 } else { 1.05 }),
+        repeat_last_n: base.map_or(64, |b| b.repeat_last_n),
         seed,
     }
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
-    let mut l = load(&a.model, false, a.model.ctx)?;
-    l.session.set_sampler(sampler(&a.sample))?;
+    let mut l = match &a.load_session {
+        Some(path) => {
+            let (file, tok, model) = load_model(&a.model)?;
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let session = Session::restore(model, &bytes, &path.display().to_string())?;
+            Loaded { file, tok, session }
+        }
+        None => load(&a.model, false, 1)?,
+    };
+    let base = a.load_session.as_ref().map(|_| l.session.sampler().clone());
+    l.session.set_sampler(sampler(&a.sample, base.as_ref()))?;
     let prompt: Vec<u32> = match (&a.prompt_ids, &a.prompt) {
         (Some(ids), _) => ids.clone(),
-        (None, text) => {
-            let text = text.as_deref().unwrap_or("Once upon a time");
+        (None, Some(text)) if a.chat => {
+            l.tok.encode_chat(&[ChatMessage::user(text)], None, true)?
+        }
+        (None, Some(text)) => l.tok.encode(text)?,
+        // A restored session continues from its pending token.
+        (None, None) if a.load_session.is_some() => Vec::new(),
+        (None, None) => {
+            let text = "Once upon a time";
             if a.chat {
                 l.tok.encode_chat(&[ChatMessage::user(text)], None, true)?
             } else {
@@ -110,7 +169,7 @@ pub fn run(a: RunArgs) -> Result<()> {
             }
         }
     };
-    if prompt.is_empty() {
+    if prompt.is_empty() && a.load_session.is_none() {
         bail!("the prompt is empty");
     }
     let tok = &l.tok;
@@ -120,6 +179,10 @@ pub fn run(a: RunArgs) -> Result<()> {
         .session
         .generate(&prompt, a.n, &eog, &mut |id| sink.push(id))?;
     let (rest, mut out) = sink.finish()?;
+    if let Some(path) = &a.save_session {
+        let bytes = l.session.save()?;
+        std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+    }
     let json = a.json;
     if json {
         if !rest.is_empty() {
@@ -152,8 +215,7 @@ pub fn run(a: RunArgs) -> Result<()> {
 }
 
 pub fn eval(a: EvalArgs) -> Result<()> {
-    let ctx = a.prompt_ids.len().max(1);
-    let mut l = load(&a.model, true, ctx)?;
+    let mut l = load(&a.model, true, a.prompt_ids.len().max(1))?;
     let logits = l.session.eval(&a.prompt_ids)?;
     let v = l.file.config.vocab_size;
     lfm::npy::write_f32(&a.logits_out, &[a.prompt_ids.len(), v], &logits)
@@ -167,8 +229,8 @@ pub fn eval(a: EvalArgs) -> Result<()> {
 }
 
 pub fn chat(a: ChatArgs) -> Result<()> {
-    let mut l = load(&a.model, false, a.model.ctx)?;
-    l.session.set_sampler(sampler(&a.sample))?;
+    let mut l = load(&a.model, false, 1)?;
+    l.session.set_sampler(sampler(&a.sample, None))?;
     if l.tok.chat_template().is_none() {
         bail!("this model has no chat template");
     }

@@ -46,32 +46,55 @@ pub struct ModelArgs {
     /// A .gguf file or a Hugging Face model directory (default: the built-in tiny model).
     #[arg(short = 'm', long = "model")]
     pub model: Option<PathBuf>,
-    /// KV ring capacity in tokens.
-    #[arg(long, default_value_t = 4096)]
-    pub ctx: usize,
-    /// Prefill chunk length.
-    #[arg(long, default_value_t = 128)]
-    pub chunk: usize,
+    #[command(flatten)]
+    pub plan: PlanArgs,
     /// Adapter whose name contains this text (see `lfm devices`).
     #[arg(long)]
     pub adapter: Option<String>,
 }
 
+/// How a session is sized: context, KV storage, what a full context does, memory budget.
+#[derive(Args, Clone)]
+pub struct PlanArgs {
+    /// Context in tokens: the most a token attends to (default 4096, or the largest that fits
+    /// --mem-budget).
+    #[arg(long)]
+    pub ctx: Option<usize>,
+    /// KV cache storage: f16, int8 or f32 (default f16; with --mem-budget, int8 when it allows a
+    /// longer context).
+    #[arg(long)]
+    pub kv: Option<String>,
+    /// When the context is full: stop, or slide (keep the first --keep-sink tokens and the most
+    /// recent ones).
+    #[arg(long = "on-full", default_value = "stop")]
+    pub on_full: String,
+    /// Tokens at the start that sliding never evicts.
+    #[arg(long = "keep-sink", default_value_t = 4)]
+    pub keep_sink: usize,
+    /// Device memory for weights and session (e.g. 1GiB, 512MiB): picks the context and KV type
+    /// that fit, or fails up front with the plan.
+    #[arg(long = "mem-budget")]
+    pub mem_budget: Option<String>,
+    /// Prefill chunk length.
+    #[arg(long, default_value_t = 128)]
+    pub chunk: usize,
+}
+
 /// Sampling options.
 #[derive(Args, Clone)]
 pub struct SampleArgs {
-    /// Temperature; 0 = greedy.
-    #[arg(long = "temp", default_value_t = 0.3)]
-    pub temp: f32,
-    /// Keep the k most likely tokens (0 = off).
-    #[arg(long = "top-k", default_value_t = 0)]
-    pub top_k: u32,
-    /// Keep the smallest set of tokens whose probability reaches p (1 = off).
-    #[arg(long = "top-p", default_value_t = 1.0)]
-    pub top_p: f32,
-    /// Drop tokens less likely than min-p times the most likely one (0 = off).
-    #[arg(long = "min-p", default_value_t = 0.15)]
-    pub min_p: f32,
+    /// Temperature; 0 = greedy [default: 0.3].
+    #[arg(long = "temp")]
+    pub temp: Option<f32>,
+    /// Keep the k most likely tokens (0 = off) [default: 0].
+    #[arg(long = "top-k")]
+    pub top_k: Option<u32>,
+    /// Keep the smallest set of tokens whose probability reaches p (1 = off) [default: 1].
+    #[arg(long = "top-p")]
+    pub top_p: Option<f32>,
+    /// Drop tokens less likely than min-p times the most likely one (0 = off) [default: 0.15].
+    #[arg(long = "min-p")]
+    pub min_p: Option<f32>,
     /// Penalise the last 64 tokens (1 = off; default 1.05, or 1 with --temp 0 so that greedy
     /// decoding is the plain argmax).
     #[arg(long = "repeat-penalty")]
@@ -105,6 +128,14 @@ pub struct RunArgs {
     /// Do not stop at end-of-generation tokens.
     #[arg(long = "ignore-eos")]
     pub ignore_eos: bool,
+    /// After generating, save the session (KV ring, conv states, position, history, sampler)
+    /// to this file.
+    #[arg(long = "save-session")]
+    pub save_session: Option<PathBuf>,
+    /// Continue a session saved with --save-session (same model; no prompt needed; its
+    /// context, KV type and sampler settings are restored, sampling flags given here override).
+    #[arg(long = "load-session")]
+    pub load_session: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -138,6 +169,9 @@ pub struct InfoArgs {
     /// A .gguf file or a Hugging Face model directory (default: the built-in tiny model).
     #[arg(short = 'm', long = "model")]
     pub model: Option<PathBuf>,
+    /// The memory plan for these session options (see `lfm run --help`).
+    #[command(flatten)]
+    pub plan: PlanArgs,
 }
 
 fn main() -> ExitCode {

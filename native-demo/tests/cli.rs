@@ -543,8 +543,11 @@ fn check_eval(variant: &str, files: &[&str]) {
         let c = case(variant, p);
         for f in files {
             let out_path = dir.join(format!("{p}-{}.npy", f.trim_end_matches('/')));
+            // f32 KV: the logits are compared with transformers at 1e-3 (f16 KV is ~3e-3 off).
             let out = lfm(&[
                 "eval",
+                "--kv",
+                "f32",
                 "-m",
                 &model(f),
                 "--prompt-ids",

@@ -214,7 +214,7 @@ pub fn index_safetensors(
             shape,
             format,
             storage,
-            offset: data_start + start,
+            offset: (data_start + start) as u64,
             len: end - start,
         };
         if out.insert(name.clone(), entry).is_some() {

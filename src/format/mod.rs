@@ -13,6 +13,7 @@ pub mod quant;
 mod source;
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 pub use quant::QuantFormat;
@@ -38,8 +39,9 @@ pub struct TensorEntry {
     pub format: QuantFormat,
     /// Index of the backing storage (memory map) in the `ModelFile`.
     pub storage: usize,
-    /// Byte offset of the tensor inside that storage.
-    pub offset: usize,
+    /// Byte offset of the tensor inside that storage (u64: a file streamed from a `Blob` in the
+    /// browser may be larger than wasm32's address space).
+    pub offset: u64,
     /// Byte length of the tensor data.
     pub len: usize,
 }
@@ -57,19 +59,21 @@ pub(crate) enum Storage {
     #[cfg(not(target_arch = "wasm32"))]
     Mmap(memmap2::Mmap),
     Owned(Vec<u8>),
-    External { len: u64 },
+    External {
+        len: u64,
+    },
 }
 
 impl Storage {
     /// Tells the OS the pages of `range` will not be read again soon (after their upload), so
     /// the mapped file does not stay resident. A hint only; nothing to do for owned bytes.
-    pub(crate) fn release(&self, range: std::ops::Range<usize>) {
+    pub(crate) fn release(&self, range: Range<u64>) {
         #[cfg(unix)]
         if let Storage::Mmap(m) = self {
             // Page-align inward; errors are ignored (it is advice).
             let page = 4096;
-            let start = range.start.div_ceil(page) * page;
-            let end = range.end / page * page;
+            let start = range.start.div_ceil(page) as usize * page as usize;
+            let end = (range.end / page) as usize * page as usize;
             if end > start {
                 // SAFETY: the map is a read-only, shared mapping of a file we never write: after
                 // MADV_DONTNEED a read faults the same bytes back in from the file, so slices
@@ -187,7 +191,7 @@ impl ModelFile {
             ));
         }
         let storage = Storage::map(path)?;
-        ModelFile::from_gguf_storage(path, storage)
+        ModelFile::from_gguf_storage(path, storage, None)
     }
 
     /// Parses GGUF bytes already in memory (`name` is used in errors).
@@ -232,7 +236,7 @@ impl ModelFile {
                 shape,
                 format: t.format,
                 storage: 0,
-                offset: to_usize(g.data_offset + t.offset)?,
+                offset: g.data_offset + t.offset,
                 len: to_usize(t.size)?,
             };
             tensors.insert(t.name.clone(), entry);
@@ -306,11 +310,11 @@ impl ModelFile {
 
     /// Where tensor `name` lies: its storage index and byte range, checked against the
     /// storage's length.
-    pub fn tensor_range(&self, name: &str) -> Result<(usize, std::ops::Range<usize>)> {
+    pub fn tensor_range(&self, name: &str) -> Result<(usize, Range<u64>)> {
         let t = self.tensor(name)?;
-        let end = t.offset.checked_add(t.len);
+        let end = t.offset.checked_add(t.len as u64);
         match (self.storages.get(t.storage), end) {
-            (Some(st), Some(end)) if end as u64 <= st.len() => Ok((t.storage, t.offset..end)),
+            (Some(st), Some(end)) if end <= st.len() => Ok((t.storage, t.offset..end)),
             _ => Err(Error::tensor(
                 self.path.display(),
                 name,
@@ -345,13 +349,16 @@ impl ModelFile {
     fn storage_bytes(
         &self,
         storage: usize,
-        range: std::ops::Range<usize>,
+        range: Range<u64>,
     ) -> std::result::Result<&[u8], &'static str> {
         let st = self.storages.get(storage).ok_or("no such storage")?;
-        st.bytes()
-            .ok_or("the bytes are not in memory (read them through a WeightSource)")?
-            .get(range)
-            .ok_or("data lies outside its file")
+        let bytes = st
+            .bytes()
+            .ok_or("the bytes are not in memory (read them through a WeightSource)")?;
+        let (Ok(a), Ok(b)) = (usize::try_from(range.start), usize::try_from(range.end)) else {
+            return Err("data lies outside its file");
+        };
+        bytes.get(a..b).ok_or("data lies outside its file")
     }
 
     /// The tensor dequantized to f32 (row-major).
@@ -361,7 +368,7 @@ impl ModelFile {
         if let Some(t) = self.tensors.get(name)
             && let Some(st) = self.storages.get(t.storage)
         {
-            st.release(t.offset..t.offset + t.len);
+            st.release(t.offset..t.offset + t.len as u64);
         }
     }
 

@@ -19,11 +19,11 @@ pub trait WeightSource {
     fn read(
         &mut self,
         storage: usize,
-        range: Range<usize>,
+        range: Range<u64>,
     ) -> impl Future<Output = Result<Cow<'_, [u8]>>>;
 
     /// A hint that bytes `range` of `storage` are uploaded and will not be read again.
-    fn release(&mut self, storage: usize, range: Range<usize>) {
+    fn release(&mut self, storage: usize, range: Range<u64>) {
         let _ = (storage, range);
     }
 }
@@ -35,7 +35,7 @@ impl WeightSource for MappedSource<'_> {
     fn read(
         &mut self,
         storage: usize,
-        range: Range<usize>,
+        range: Range<u64>,
     ) -> impl Future<Output = Result<Cow<'_, [u8]>>> {
         let file = self.0;
         let r = file
@@ -50,7 +50,7 @@ impl WeightSource for MappedSource<'_> {
         std::future::ready(r)
     }
 
-    fn release(&mut self, storage: usize, range: Range<usize>) {
+    fn release(&mut self, storage: usize, range: Range<u64>) {
         if let Some(st) = self.0.storages.get(storage) {
             st.release(range);
         }

@@ -138,8 +138,10 @@ impl Gpu {
         let pending = self.pipelines.pending.clone();
         pending.fetch_add(1, Ordering::AcqRel);
         let key = label.clone();
+        // Popped now (scopes nest), awaited when it resolves.
+        let popped = scope.pop();
         crate::platform::run_detached(async move {
-            if let Some(err) = scope.pop().await
+            if let Some(err) = popped.await
                 && let Ok(mut f) = failed.lock()
             {
                 f.push(Error::Shader {
@@ -202,7 +204,6 @@ impl Gpu {
 fn poisoned() -> Error {
     Error::Gpu("pipeline cache lock poisoned".into())
 }
-
 
 /// A recorded dispatch; built once, replayed every step.
 pub struct Dispatch {

@@ -54,6 +54,7 @@ pub const SOURCES: &[(&str, &str)] = &[
         "short_conv.wgsl",
         include_str!("../../shaders/short_conv.wgsl"),
     ),
+    ("kv.wgsl", include_str!("../../shaders/kv.wgsl")),
     (
         "attn_prep.wgsl",
         include_str!("../../shaders/attn_prep.wgsl"),

@@ -7,8 +7,9 @@ use crate::format::QuantFormat;
 use crate::gpu::KernelSpec;
 use crate::gpu::shader::Defines;
 
-pub fn embed_spec(f: QuantFormat, hidden: usize, vocab: usize) -> Result<KernelSpec> {
-    embed_part_spec(f, hidden, 0, vocab, vocab)
+/// The whole table in one binding; `tr` is the token ring's length.
+pub fn embed_spec(f: QuantFormat, hidden: usize, vocab: usize, tr: usize) -> Result<KernelSpec> {
+    embed_part_spec(f, hidden, 0, vocab, vocab, tr)
 }
 
 /// The lookup for rows `row0..row0 + rows` of a `vocab`-row table split across bindings.
@@ -18,6 +19,7 @@ pub fn embed_part_spec(
     row0: usize,
     rows: usize,
     vocab: usize,
+    tr: usize,
 ) -> Result<KernelSpec> {
     Ok(
         KernelSpec::new("embed.wgsl", Defines::default().var("FMT", format_var(f)?))
@@ -25,6 +27,7 @@ pub fn embed_part_spec(
             .u("V", rows)
             .u("ROW0", row0)
             .u("VT", vocab)
+            .u("TR", tr)
             .u("WG", 64),
     )
 }

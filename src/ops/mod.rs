@@ -55,25 +55,30 @@ pub fn all_variants() -> Vec<KernelSpec> {
                 v.push(s);
             }
         }
-        if let Ok(s) = embed::embed_spec(f, 256, 100) {
+        if let Ok(s) = embed::embed_spec(f, 256, 100, 300) {
             v.push(s);
         }
     }
     v.push(norm::rms_norm_spec(64, 1e-5, false));
     v.push(norm::rms_norm_spec(64, 1e-5, true));
     v.push(conv::short_conv_spec(64, 3));
-    let a = attention::AttnShape {
-        n_heads: 4,
-        n_kv_heads: 2,
-        head_dim: 16,
-        eps: 1e-5,
-        capacity: 128,
-    };
-    v.push(attention::prep_spec(&a));
-    v.push(attention::prefill_spec(&a));
-    v.push(attention::decode_spec(&a));
-    v.push(attention::reduce_spec(&a));
-    v.push(sample::sample_spec(100));
+    for kv in attention::KvType::ALL {
+        let a = attention::AttnShape {
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_dim: 16,
+            eps: 1e-5,
+            ctx: 128,
+            sinks: 4,
+            slots: 160,
+            kv,
+        };
+        v.push(attention::prep_spec(&a));
+        v.push(attention::prefill_spec(&a));
+        v.push(attention::decode_spec(&a));
+        v.push(attention::reduce_spec(&a));
+    }
+    v.push(sample::sample_spec(100, 300));
     v.push(sample::advance_spec());
     v.push(copy::copy_spec(1000));
     v

@@ -37,8 +37,11 @@ impl From<&SamplerConfig> for SampleParams {
     }
 }
 
-pub fn sample_spec(vocab: usize) -> KernelSpec {
-    KernelSpec::new("sample.wgsl", Defines::default()).u("V", vocab)
+/// `tr`: the token ring's length, more than [`SAMPLE_WG`] plus the longest batch.
+pub fn sample_spec(vocab: usize, tr: usize) -> KernelSpec {
+    KernelSpec::new("sample.wgsl", Defines::default())
+        .u("V", vocab)
+        .u("TR", tr)
 }
 
 pub fn advance_spec() -> KernelSpec {

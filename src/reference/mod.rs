@@ -7,4 +7,4 @@
 pub mod model;
 pub mod ops;
 
-pub use model::CpuModel;
+pub use model::{CpuModel, KvPolicy};

@@ -8,8 +8,34 @@ use crate::error::{Error, Result};
 use crate::format::ModelFile;
 
 use super::ops::{
-    attention_step, head_rms_norm, matvec, rms_norm, rope_neox, short_conv_step, swiglu,
+    head_rms_norm, kv_round_trip, matvec, rms_norm, short_conv_step, swiglu, windowed_attention,
 };
+use crate::ops::attention::KvType;
+
+/// Which keys a token attends to and how they are stored: the policy of the GPU's KV ring
+/// (`shaders/kv.wgsl`), stated here on the full history.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct KvPolicy {
+    /// Keys a query sees at most; RoPE positions are positions inside this window.
+    pub ctx: usize,
+    /// When full: `false` = an error, `true` = keep `sinks` first tokens and the most recent.
+    pub slide: bool,
+    pub sinks: usize,
+    /// Keys and values are rounded through this storage format.
+    pub kv: KvType,
+}
+
+impl Default for KvPolicy {
+    /// Unbounded, f32: plain causal attention with absolute positions.
+    fn default() -> Self {
+        KvPolicy {
+            ctx: usize::MAX,
+            slide: false,
+            sinks: 0,
+            kv: KvType::F32,
+        }
+    }
+}
 
 /// Label used in errors that concern the weights handed to [`CpuModel::from_weights`].
 const SOURCE: &str = "cpu reference";
@@ -41,7 +67,8 @@ enum Mixer {
         q_norm: Vec<f32>,
         /// `[hd]`.
         k_norm: Vec<f32>,
-        /// `[position, nkv*hd]`, post-norm post-RoPE keys.
+        /// `[position, nkv*hd]`, post-norm keys before RoPE (rotated when attended to), for
+        /// every token fed (evicted ones included: the policy picks which are seen).
         k_cache: Vec<f32>,
         /// `[position, nkv*hd]`.
         v_cache: Vec<f32>,
@@ -74,8 +101,9 @@ pub struct CpuModel {
     /// The final norm, GGUF `token_embd_norm.weight` `[H]`.
     final_norm: Vec<f32>,
     layers: Vec<Layer>,
-    /// Tokens consumed so far (= the RoPE position of the next token).
+    /// Tokens consumed so far.
     position: usize,
+    policy: KvPolicy,
 }
 
 impl CpuModel {
@@ -170,6 +198,7 @@ impl CpuModel {
             final_norm,
             layers,
             position: 0,
+            policy: KvPolicy::default(),
         })
     }
 
@@ -180,6 +209,11 @@ impl CpuModel {
     /// Tokens consumed since the last reset (the position the next token will take).
     pub fn position(&self) -> usize {
         self.position
+    }
+
+    /// Sets the KV policy (before feeding tokens, or after a reset).
+    pub fn set_kv_policy(&mut self, policy: KvPolicy) {
+        self.policy = policy;
     }
 
     /// Forgets the sequence: zero conv states, empty KV caches, position 0.
@@ -230,6 +264,12 @@ impl CpuModel {
             )));
         }
         let pos = self.position;
+        if !self.policy.slide && pos >= self.policy.ctx {
+            return Err(Error::InvalidArgument(format!(
+                "the context of {} tokens is full",
+                self.policy.ctx
+            )));
+        }
         let mut x = self.embed[idx * h..(idx + 1) * h].to_vec();
         for layer in &mut self.layers {
             // h = x + Mixer(operator_norm(x))
@@ -256,16 +296,27 @@ impl CpuModel {
                     v_cache,
                 } => {
                     let (nh, nkv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
+                    let kvd = nkv * hd;
+                    let p = &self.policy;
                     let mut qv = matvec(q, nh * hd, h, &xn);
-                    let mut kv = matvec(k, nkv * hd, h, &xn);
-                    let vv = matvec(v, nkv * hd, h, &xn);
+                    let mut kv = matvec(k, kvd, h, &xn);
+                    let mut vv = matvec(v, kvd, h, &xn);
                     head_rms_norm(&mut qv, nh, hd, q_norm, eps);
                     head_rms_norm(&mut kv, nkv, hd, k_norm, eps);
-                    rope_neox(&mut qv, nh, hd, pos, c.rope_theta);
-                    rope_neox(&mut kv, nkv, hd, pos, c.rope_theta);
+                    kv_round_trip(p.kv, &mut kv, nkv, hd);
+                    kv_round_trip(p.kv, &mut vv, nkv, hd);
                     k_cache.extend_from_slice(&kv);
                     v_cache.extend_from_slice(&vv);
-                    let attn = attention_step(&qv, k_cache, v_cache, pos + 1, nh, nkv, hd);
+                    let sinks = if p.slide { p.sinks } else { 0 };
+                    let attn = windowed_attention(
+                        &qv,
+                        k_cache,
+                        v_cache,
+                        pos,
+                        (p.ctx, sinks),
+                        (nh, nkv, hd),
+                        c.rope_theta,
+                    );
                     matvec(out, h, nh * hd, &attn)
                 }
             };

@@ -184,6 +184,71 @@ pub fn rope_neox(x: &mut [f32], n_heads: usize, hd: usize, pos: usize, theta: f3
     }
 }
 
+/// Attention of the query at absolute index `aq` over a window of at most `ctx` keys whose
+/// first `sinks` are never evicted (the policy of `shaders/kv.wgsl`): logical key `j < n`,
+/// `n = min(aq + 1, ctx)`, is token `j` when `j < sinks`, else token `aq + 1 - n + j`; it is
+/// rotated to position `j`, and the query to `n - 1`.
+///
+/// - `q: [nh, hd]` after the q-norm, before RoPE
+/// - `k_hist, v_hist: [>= aq + 1, nkv, hd]` by absolute index: keys after the k-norm, before
+///   RoPE (only the rows of visible tokens are read)
+pub fn windowed_attention(
+    q: &[f32],
+    k_hist: &[f32],
+    v_hist: &[f32],
+    aq: usize,
+    (ctx, sinks): (usize, usize),
+    (nh, nkv, hd): (usize, usize, usize),
+    theta: f32,
+) -> Vec<f32> {
+    let kvd = nkv * hd;
+    let n = (aq + 1).min(ctx);
+    let (mut ks, mut vs) = (Vec::with_capacity(n * kvd), Vec::with_capacity(n * kvd));
+    for j in 0..n {
+        let a = if j < sinks { j } else { aq + 1 - n + j };
+        let mut key = k_hist[a * kvd..(a + 1) * kvd].to_vec();
+        rope_neox(&mut key, nkv, hd, j, theta);
+        ks.extend_from_slice(&key);
+        vs.extend_from_slice(&v_hist[a * kvd..(a + 1) * kvd]);
+    }
+    let mut qr = q.to_vec();
+    rope_neox(&mut qr, nh, hd, n - 1, theta);
+    attention_step(&qr, &ks, &vs, n, nh, nkv, hd)
+}
+
+/// Rounds `x: [n_heads, hd]` through a KV storage format, as the GPU's ring stores it: f16
+/// (nearest even), or int8 per head with scale `absmax / 127` and values
+/// `round_ties_even(x * 127 / absmax)` clamped to ±127.
+pub fn kv_round_trip(
+    kind: crate::ops::attention::KvType,
+    x: &mut [f32],
+    n_heads: usize,
+    hd: usize,
+) {
+    use crate::ops::attention::KvType;
+    assert_eq!(
+        x.len(),
+        n_heads * hd,
+        "kv_round_trip: x is not [n_heads, hd]"
+    );
+    match kind {
+        KvType::F32 => {}
+        KvType::F16 => x
+            .iter_mut()
+            .for_each(|v| *v = half::f16::from_f32(*v).to_f32()),
+        KvType::Int8 => {
+            for head in x.chunks_exact_mut(hd) {
+                let amax = head.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+                let scale = amax / 127.0;
+                for v in head.iter_mut() {
+                    *v = (*v * inv).round_ties_even().clamp(-127.0, 127.0) * scale;
+                }
+            }
+        }
+    }
+}
+
 /// Numerically stable softmax (max subtracted, sum in f64). `x: [n]` -> `[n]`.
 pub fn softmax(x: &[f32]) -> Vec<f32> {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);

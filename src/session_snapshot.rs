@@ -1,0 +1,297 @@
+//! Session snapshots: the whole state of a session (conv states, KV rings, token ring, position,
+//! token history, sampler settings and seed) in one versioned, checksummed byte string.
+//!
+//! Layout (little endian): `b"LFMSNAP\0"`, version `u32`, header length `u32`, the header as
+//! JSON, the device buffers one after another in header order, then an FNV-1a 64 checksum of
+//! everything before it. The header names the model (a fingerprint of its config and weights),
+//! the session options and each buffer's name and size; loading checks all of it against a fresh
+//! session for the same model before a byte reaches the device. Sampling is counter-based (the
+//! draw for position `p` depends on the seed and `p` only), so seed and position are the whole
+//! RNG state, and a restored session continues exactly as an uninterrupted one.
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::gpu::ReadbackSlot;
+use crate::ops::attention::KvType;
+
+const MAGIC: &[u8; 8] = b"LFMSNAP\0";
+/// Bumped on any change of layout or meaning.
+pub const SNAPSHOT_VERSION: u32 = 1;
+/// Largest header accepted (history of millions of tokens fits).
+const MAX_HEADER: usize = 256 << 20;
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+impl Session {
+    /// Identifies the model a snapshot belongs to: its config, weight bytes and formats.
+    fn fingerprint(&self) -> String {
+        let m = &self.model;
+        let desc = format!(
+            "{:?}|{}|{}|{}",
+            m.config,
+            m.weight_bytes,
+            m.embed.format,
+            m.head().format
+        );
+        format!("{:016x}", fnv1a(desc.as_bytes()))
+    }
+
+    /// The buffers a snapshot holds, in order.
+    fn snapshot_buffers(&self) -> Vec<(String, &wgpu::Buffer)> {
+        let mut v = vec![
+            ("state".to_string(), &self.s.state),
+            ("tokens".to_string(), &self.s.tokens),
+        ];
+        for (i, (a, b)) in self.s.layer_state.iter().enumerate() {
+            match b {
+                None => v.push((format!("conv_state.{i}"), a)),
+                Some(b) => {
+                    v.push((format!("k_ring.{i}"), a));
+                    v.push((format!("v_ring.{i}"), b));
+                }
+            }
+        }
+        v
+    }
+
+    /// Saves the session (blocking; native).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn save(&self) -> Result<Vec<u8>> {
+        crate::platform::block_on(self.save_async())
+    }
+
+    /// Saves the session: reads its device state back and returns the snapshot bytes.
+    pub async fn save_async(&self) -> Result<Vec<u8>> {
+        let gpu = &self.model.gpu;
+        let bufs = self.snapshot_buffers();
+        let slots: Vec<ReadbackSlot> = bufs
+            .iter()
+            .map(|(n, b)| ReadbackSlot::new(gpu, &format!("snapshot {n}"), b.size()))
+            .collect();
+        let mut enc = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("lfm snapshot"),
+            });
+        for ((_, b), slot) in bufs.iter().zip(&slots) {
+            slot.copy_from(&mut enc, b, 0);
+        }
+        let idx = gpu.queue.submit([enc.finish()]);
+        for slot in &slots {
+            slot.request();
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        while slots.iter().any(|s| !s.is_ready()) {
+            gpu.device
+                .poll(wgpu::PollType::Wait {
+                    submission_index: Some(idx.clone()),
+                    timeout: None,
+                })
+                .map_err(|e| Error::Gpu(format!("device poll: {e}")))?;
+        }
+        #[cfg(target_arch = "wasm32")]
+        let _ = idx;
+        let mut payload = Vec::new();
+        let mut list = Vec::new();
+        for ((name, b), slot) in bufs.iter().zip(&slots) {
+            slot.ready().await;
+            let bytes = slot.take()?;
+            let n = b.size() as usize;
+            payload.extend_from_slice(&bytes[..n]);
+            list.push(json!({ "name": name, "bytes": n }));
+        }
+        let o = &self.opts;
+        let sp = &self.sampler;
+        let header = json!({
+            "model": self.fingerprint(),
+            "ctx": o.ctx,
+            "chunk": o.chunk,
+            "kv": o.kv.name(),
+            "on_full": o.on_full.name(),
+            "sinks": o.sinks,
+            "pos": self.pos,
+            "history": self.history,
+            "sampler": {
+                "temperature": sp.temperature,
+                "top_k": sp.top_k,
+                "top_p": sp.top_p,
+                "min_p": sp.min_p,
+                "repeat_penalty": sp.repeat_penalty,
+                "repeat_last_n": sp.repeat_last_n,
+                "seed": sp.seed,
+            },
+            "buffers": list,
+        });
+        let header = serde_json::to_vec(&header)
+            .map_err(|e| Error::Gpu(format!("snapshot header: {e}")))?;
+        let mut out = Vec::with_capacity(16 + header.len() + payload.len() + 8);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+        out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&payload);
+        let sum = fnv1a(&out);
+        out.extend_from_slice(&sum.to_le_bytes());
+        Ok(out)
+    }
+
+    /// Recreates a session of `model` from snapshot `bytes` (`name` appears in errors). The
+    /// snapshot is checked whole — magic, version, checksum, model, options, every buffer's
+    /// size, the position and history — before anything is written to the device.
+    pub fn restore(model: Arc<GpuModel>, bytes: &[u8], name: &str) -> Result<Session> {
+        let bad = |msg: String| Error::Snapshot {
+            file: name.to_string(),
+            msg,
+        };
+        if bytes.len() < 24 || &bytes[..8] != MAGIC {
+            return Err(bad("not an lfm session snapshot (bad magic)".into()));
+        }
+        let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+        if version != SNAPSHOT_VERSION {
+            return Err(bad(format!(
+                "format version {version}; this build reads version {SNAPSHOT_VERSION}"
+            )));
+        }
+        let body = &bytes[..bytes.len() - 8];
+        let mut sum = [0u8; 8];
+        sum.copy_from_slice(&bytes[bytes.len() - 8..]);
+        if fnv1a(body) != u64::from_le_bytes(sum) {
+            return Err(bad("checksum mismatch: the file is truncated or corrupt".into()));
+        }
+        let hlen = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]) as usize;
+        if hlen > MAX_HEADER || 16 + hlen > body.len() {
+            return Err(bad(format!("header length {hlen} is out of bounds")));
+        }
+        let h: Value = serde_json::from_slice(&body[16..16 + hlen])
+            .map_err(|e| bad(format!("header: {e}")))?;
+        let field = |k: &str| h.get(k).ok_or_else(|| bad(format!("header lacks `{k}`")));
+        let uint = |k: &str| -> Result<usize> {
+            field(k)?
+                .as_u64()
+                .and_then(|v| usize::try_from(v).ok())
+                .ok_or_else(|| bad(format!("`{k}` is not an unsigned integer")))
+        };
+        let text = |k: &str| -> Result<String> {
+            field(k)?
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| bad(format!("`{k}` is not a string")))
+        };
+        let opts = SessionOptions {
+            ctx: uint("ctx")?,
+            chunk: uint("chunk")?,
+            logits_all: false,
+            kv: KvType::parse(&text("kv")?).map_err(|e| bad(e.to_string()))?,
+            on_full: OnFull::parse(&text("on_full")?).map_err(|e| bad(e.to_string()))?,
+            sinks: uint("sinks")?,
+        };
+        let pos = uint("pos")?;
+        let history: Vec<u32> = field("history")?
+            .as_array()
+            .ok_or_else(|| bad("`history` is not a list".into()))?
+            .iter()
+            .map(|v| v.as_u64().and_then(|v| u32::try_from(v).ok()))
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad("`history` holds a value that is not a token id".into()))?;
+        let sp = field("sampler")?;
+        let f = |k: &str| -> Result<f64> {
+            sp.get(k)
+                .and_then(Value::as_f64)
+                .ok_or_else(|| bad(format!("sampler `{k}` is missing or not a number")))
+        };
+        let u = |k: &str| -> Result<u64> {
+            sp.get(k)
+                .and_then(Value::as_u64)
+                .ok_or_else(|| bad(format!("sampler `{k}` is missing or not an integer")))
+        };
+        let sampler = SamplerConfig {
+            temperature: f("temperature")? as f32,
+            top_k: u32::try_from(u("top_k")?).map_err(|_| bad("top_k is too large".into()))?,
+            top_p: f("top_p")? as f32,
+            min_p: f("min_p")? as f32,
+            repeat_penalty: f("repeat_penalty")? as f32,
+            repeat_last_n: u32::try_from(u("repeat_last_n")?)
+                .map_err(|_| bad("repeat_last_n is too large".into()))?,
+            seed: u("seed")?,
+        };
+        let model_fp = text("model")?;
+        let c = &model.config;
+        opts.check(c).map_err(|e| bad(e.to_string()))?;
+        // The device bytes the session would take, before creating it.
+        if opts.device_bytes(c) > (64u64 << 30) {
+            return Err(bad("the session it describes is implausibly large".into()));
+        }
+        if history.len() != pos && history.len() != pos + 1 {
+            return Err(bad(format!(
+                "history of {} tokens does not match position {pos}",
+                history.len()
+            )));
+        }
+        if let Some(id) = history.iter().find(|&&id| id as usize >= c.vocab_size) {
+            return Err(bad(format!("history holds token {id}, outside the vocabulary")));
+        }
+        if opts.on_full == OnFull::Stop && pos > opts.ctx {
+            return Err(bad(format!(
+                "position {pos} is past the context of {}",
+                opts.ctx
+            )));
+        }
+        let list = field("buffers")?
+            .as_array()
+            .ok_or_else(|| bad("`buffers` is not a list".into()))?;
+        let mut session = Session::new(model, opts)?;
+        if model_fp != session.fingerprint() {
+            return Err(bad(
+                "it was saved with a different model (config, weights or formats differ)".into(),
+            ));
+        }
+        let bufs = session.snapshot_buffers();
+        if list.len() != bufs.len() {
+            return Err(bad(format!(
+                "{} buffers, a session of this model has {}",
+                list.len(),
+                bufs.len()
+            )));
+        }
+        let mut at = 16 + hlen;
+        let mut writes = Vec::with_capacity(bufs.len());
+        for (entry, (bname, buf)) in list.iter().zip(&bufs) {
+            let ename = entry.get("name").and_then(Value::as_str).unwrap_or("");
+            let n = entry.get("bytes").and_then(Value::as_u64).unwrap_or(u64::MAX);
+            if ename != bname || n != buf.size() {
+                return Err(bad(format!(
+                    "buffer `{ename}` of {n} bytes where `{bname}` of {} was expected",
+                    buf.size()
+                )));
+            }
+            let end = at + n as usize;
+            if end > body.len() {
+                return Err(bad(format!("buffer `{bname}` runs past the end of the file")));
+            }
+            writes.push((*buf, &body[at..end]));
+            at = end;
+        }
+        if at != body.len() {
+            return Err(bad(format!("{} bytes after the last buffer", body.len() - at)));
+        }
+        let state = &body[16 + hlen..16 + hlen + 4];
+        if u32::from_le_bytes([state[0], state[1], state[2], state[3]]) as usize != pos {
+            return Err(bad("the device position disagrees with the header".into()));
+        }
+        for (buf, data) in writes {
+            session.model.gpu.queue.write_buffer(buf, 0, data);
+        }
+        session.pos = pos;
+        session.history = history;
+        session.set_sampler(sampler)?;
+        Ok(session)
+    }
+}
