@@ -157,7 +157,7 @@ impl SessionOptions {
                 "attention splits",
                 (a.n_splits() as u64) * (qd + 2 * c.num_heads as u64) * f,
             ),
-            ("uniforms and readback", 16 + 32 + 16 + 2 * 4),
+            ("uniforms and state", 16 + 32 + 16),
         ]
     }
 
@@ -388,6 +388,18 @@ impl Session {
             OnFull::Stop => self.pos < self.opts.ctx,
             OnFull::Slide => self.pos + 1 < u32::MAX as usize,
         }
+    }
+
+    /// The conv layers' states, read back: per conv layer `[L - 1, H]` (oldest first).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn read_conv_states(&self) -> Result<Vec<Vec<f32>>> {
+        let gpu = &self.model.gpu;
+        self.s
+            .layer_state
+            .iter()
+            .filter(|(_, v)| v.is_none())
+            .map(|(b, _)| gpu.read_f32(b, 0, b.size() as usize / 4))
+            .collect()
     }
 
     /// Benchmarks only: moves the session to position `n` as if `n` tokens (all id 0) had been

@@ -286,7 +286,11 @@ impl Session {
         }
         let new_pos = self.pos + t;
         if let Some(i) = readback {
-            self.slots[i].copy_from(&mut enc, &self.s.tokens, new_pos as u64 * 4);
+            self.slots[i].copy_from(
+                &mut enc,
+                &self.s.tokens,
+                (new_pos % self.token_ring) as u64 * 4,
+            );
         }
         let idx = gpu.queue.submit([enc.finish()]);
         if let Some(i) = readback {

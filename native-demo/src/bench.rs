@@ -37,7 +37,12 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     if !a.fill.is_empty() {
         return bench_fill(&a);
     }
-    let ctx = a.model.plan.ctx.unwrap_or(4096).max(a.n_prompt + a.n_gen + 1);
+    let ctx = a
+        .model
+        .plan
+        .ctx
+        .unwrap_or(4096)
+        .max(a.n_prompt + a.n_gen + 1);
     let t0 = Instant::now();
     let mut l = load(&a.model, false, ctx)?;
     let load_s = t0.elapsed().as_secs_f64();
@@ -116,7 +121,12 @@ pub fn bench(a: BenchArgs) -> Result<()> {
 fn bench_fill(a: &BenchArgs) -> Result<()> {
     let mut rows = Vec::new();
     for &fill in &a.fill {
-        let ctx = a.model.plan.ctx.unwrap_or(0).max(fill + a.n_prompt + a.n_gen + 1);
+        let ctx = a
+            .model
+            .plan
+            .ctx
+            .unwrap_or(0)
+            .max(fill + a.n_prompt + a.n_gen + 1);
         let mut l = load(&a.model, false, ctx)?;
         l.session.set_sampler(SamplerConfig::greedy())?;
         let v = l.file.config.vocab_size as u32;

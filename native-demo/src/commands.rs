@@ -8,10 +8,10 @@ use lfm::ModelFile;
 use lfm::chat::ChatMessage;
 use lfm::conversation::Conversation;
 use lfm::gpu::{Gpu, GpuOptions};
-use lfm::model::GpuModel;
-use lfm::sampling::SamplerConfig;
 use lfm::memory::{self, MemoryPlan};
+use lfm::model::GpuModel;
 use lfm::ops::attention::KvType;
+use lfm::sampling::SamplerConfig;
 use lfm::session::{OnFull, Session, SessionOptions, StopReason};
 use lfm::tokenizer::{StreamDecoder, Tokenizer};
 
@@ -60,8 +60,14 @@ pub fn session_options(
     let mp = match &plan.mem_budget {
         Some(b) => {
             let budget = memory::parse_bytes(b)?;
-            let mp =
-                memory::plan_for_budget(c, weights, budget, &want, plan.ctx.is_some(), plan.kv.is_some())?;
+            let mp = memory::plan_for_budget(
+                c,
+                weights,
+                budget,
+                &want,
+                plan.ctx.is_some(),
+                plan.kv.is_some(),
+            )?;
             if mp.opts.ctx < ctx_floor {
                 bail!(
                     "this command needs a context of {ctx_floor} tokens; the budget allows {}:\n{mp}",

@@ -62,6 +62,9 @@ const MERGES: [(&str, &str); 12] = [
 /// Model sizes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Preset {
+    /// hidden 64, 2 layers (c A), FFN 128, 1 head, vocab 320: the smallest model that has
+    /// every part of the architecture, for long-running tests.
+    Micro,
     /// hidden 256, 6 layers (c c A c A c), FFN 512, 4 heads / 2 KV, vocab 512.
     Tiny,
     M350,
@@ -71,7 +74,8 @@ pub enum Preset {
 }
 
 impl Preset {
-    pub const ALL: [Preset; 5] = [
+    pub const ALL: [Preset; 6] = [
+        Preset::Micro,
         Preset::Tiny,
         Preset::M350,
         Preset::M700,
@@ -81,6 +85,7 @@ impl Preset {
 
     pub fn name(self) -> &'static str {
         match self {
+            Preset::Micro => "micro",
             Preset::Tiny => "tiny",
             Preset::M350 => "350m",
             Preset::M700 => "700m",
@@ -101,6 +106,7 @@ impl Preset {
             usize,
             usize,
         ) = match self {
+            Preset::Micro => (64, 128, 1, 2, &[1], 320, 1),
             Preset::Tiny => (256, 512, 4, 6, &[2, 4], 512, 2),
             Preset::M350 => (1024, 4608, 16, 16, &[2, 5, 8, 10, 12, 14], 65536, 8),
             Preset::M700 => (1536, 6912, 24, 16, &[2, 5, 8, 10, 12, 14], 65536, 8),

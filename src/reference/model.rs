@@ -211,6 +211,17 @@ impl CpuModel {
         self.position
     }
 
+    /// The conv layers' states: per conv layer `[H, L - 1]` (oldest first per channel).
+    pub fn conv_states(&self) -> Vec<Vec<f32>> {
+        self.layers
+            .iter()
+            .filter_map(|l| match &l.mixer {
+                Mixer::Conv { state, .. } => Some(state.clone()),
+                Mixer::Attention { .. } => None,
+            })
+            .collect()
+    }
+
     /// Sets the KV policy (before feeding tokens, or after a reset).
     pub fn set_kv_policy(&mut self, policy: KvPolicy) {
         self.policy = policy;
