@@ -56,33 +56,19 @@ pub fn info(a: InfoArgs) -> Result<()> {
     for (fmt, (n, bytes)) in &by_format {
         writeln!(out, "  {fmt:<5} {n:>4} tensors  {}", human_bytes(*bytes))?;
     }
-    let weights = f.weight_bytes();
-    // KV is f32 on the device in this build: 4 bytes per element.
-    let kv_per_token = (c.kv_elems_per_token() * 4) as u64;
-    let conv_state = (c.num_conv_layers() * (c.conv_kernel - 1) * c.hidden_size * 4) as u64;
-    let chunk = 128u64;
-    let wide = (3 * c.hidden_size)
-        .max(c.q_dim() + 2 * c.kv_dim())
-        .max(c.ff_size) as u64;
-    let scratch = chunk * 4 * (3 * c.hidden_size as u64 + wide + 2 * c.q_dim() as u64)
-        + 4 * c.vocab_size as u64;
-    writeln!(out, "\nmemory plan (KV f32, prefill chunk {chunk}):")?;
-    writeln!(out, "  weights             {}", human_bytes(weights))?;
-    writeln!(out, "  KV per token        {kv_per_token} B")?;
-    writeln!(
-        out,
-        "  KV at 4K / 32K      {} / {}",
-        human_bytes(kv_per_token * 4096),
-        human_bytes(kv_per_token * 32768)
-    )?;
-    writeln!(out, "  conv state          {}", human_bytes(conv_state))?;
-    writeln!(out, "  scratch             {}", human_bytes(scratch))?;
-    writeln!(
-        out,
-        "  total at 4K / 32K   {} / {}",
-        human_bytes(weights + kv_per_token * 4096 + conv_state + scratch),
-        human_bytes(weights + kv_per_token * 32768 + conv_state + scratch)
-    )?;
+    writeln!(out, "\nKV bytes per token:")?;
+    for kv in lfm::ops::attention::KvType::ALL {
+        writeln!(
+            out,
+            "  {:<9} {:>7} B  ({} at 4K, {} at 32K)",
+            format!("as {}:", kv.name()),
+            lfm::memory::kv_bytes_per_token(c, kv),
+            human_bytes(4096 * lfm::memory::kv_bytes_per_token(c, kv)),
+            human_bytes(32768 * lfm::memory::kv_bytes_per_token(c, kv))
+        )?;
+    }
+    let plan = crate::commands::session_options(&f, &a.plan, false, 1)?;
+    writeln!(out, "\ndevice memory plan: {plan}")?;
     if let Some(rss) = lfm::platform::peak_rss_bytes() {
         writeln!(out, "\npeak host RSS of this command: {}", human_bytes(rss))?;
     }

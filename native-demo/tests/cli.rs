@@ -712,6 +712,7 @@ struct InfoCase {
     conv_attn: (usize, usize),
     kv_per_token: u64,
     kv_4k_32k: &'static str,
+    kv_int8: u64,
     names_from: &'static str,
     safetensors: &'static [&'static str],
 }
@@ -727,6 +728,7 @@ fn info_describes_the_model() {
             conv_attn: (4, 2),
             kv_per_token: 512,
             kv_4k_32k: "2.0 MiB / 16.0 MiB",
+            kv_int8: 160,
             names_from: "tiny-a-f32.gguf",
             safetensors: &[],
         },
@@ -736,6 +738,7 @@ fn info_describes_the_model() {
             conv_attn: (4, 2),
             kv_per_token: 512,
             kv_4k_32k: "2.0 MiB / 16.0 MiB",
+            kv_int8: 160,
             names_from: "tiny-a-f16.gguf",
             safetensors: &[],
         },
@@ -745,6 +748,7 @@ fn info_describes_the_model() {
             conv_attn: (4, 2),
             kv_per_token: 512,
             kv_4k_32k: "2.0 MiB / 16.0 MiB",
+            kv_int8: 160,
             names_from: "tiny-a-f32.gguf",
             safetensors: &["tiny-a/model.safetensors"],
         },
@@ -754,6 +758,7 @@ fn info_describes_the_model() {
             conv_attn: (3, 2),
             kv_per_token: 256,
             kv_4k_32k: "1.0 MiB / 8.0 MiB",
+            kv_int8: 80,
             names_from: "tiny-b-bf16.gguf",
             safetensors: &[],
         },
@@ -763,6 +768,7 @@ fn info_describes_the_model() {
             conv_attn: (3, 2),
             kv_per_token: 256,
             kv_4k_32k: "1.0 MiB / 8.0 MiB",
+            kv_int8: 80,
             names_from: "tiny-b-bf16.gguf",
             safetensors: &[
                 "tiny-b/model-00001-of-00002.safetensors",
@@ -776,6 +782,7 @@ fn info_describes_the_model() {
             conv_attn: (4, 2),
             kv_per_token: 512,
             kv_4k_32k: "2.0 MiB / 16.0 MiB",
+            kv_int8: 160,
             names_from: "tiny-a-f16.gguf",
             safetensors: &[],
         },
@@ -816,16 +823,28 @@ fn info_describes_the_model() {
             weights.ends_with("KiB") || weights.ends_with("MiB"),
             "weights line {weights:?}\n{out}"
         );
+        // KV bytes per token by storage type: f16 is half of f32; int8 is a byte per value
+        // plus a 4-byte scale per token and KV head (tiny-a 2 * 2 * 2 * (16 + 4) = 160).
+        let (f32b, f16b) = (c.kv_per_token, c.kv_per_token / 2);
+        let kv_line = |kv: &str| info_line(&out, &format!("as {kv}:")).to_string();
+        assert!(kv_line("f32").starts_with(&format!("{f32b} B")), "{out}");
+        let (a, b) = c.kv_4k_32k.split_once(" / ").expect("a / b");
+        assert!(
+            kv_line("f32").contains(&format!("({a} at 4K, {b} at 32K)")),
+            "{out}"
+        );
+        assert!(kv_line("f16").starts_with(&format!("{f16b} B")), "{out}");
+        assert!(
+            kv_line("int8").starts_with(&format!("{} B", c.kv_int8)),
+            "{out}"
+        );
+        // The plan for the default session (f16 KV).
         assert_eq!(
             info_line(&out, "KV per token"),
-            format!("{} B", c.kv_per_token),
+            format!("{f16b} B"),
             "{out}"
         );
-        assert_eq!(info_line(&out, "KV at 4K / 32K"), c.kv_4k_32k, "{out}");
-        assert!(
-            info_line(&out, "total at 4K / 32K").contains(" / "),
-            "{out}"
-        );
+        assert!(info_line(&out, "total").ends_with("iB"), "{out}");
     }
 }
 
@@ -1131,4 +1150,117 @@ fn chat_two_turns_reuse_the_cache() {
         "turn 2 fed {new2} prompt tokens, not fewer than turn 1's {new1}: the conversation \
          was re-fed from the start instead of reusing the cache\n{out}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// memory-bounded sessions: snapshots, sliding, budgets
+// ---------------------------------------------------------------------------------------------
+
+/// `--save-session` after 8 greedy tokens, then `--load-session -n 8` with no prompt, gives the
+/// same 16 tokens as one run of 16 (also with a sliding int8 ring that evicts on the way).
+#[test]
+fn session_save_and_load_continue_exactly() {
+    let dir = scratch("session");
+    let m = model("tiny-a-f16.gguf");
+    let c = case("tiny-a", "p1");
+    for (name, extra) in [
+        ("stop", vec![]),
+        (
+            "slide",
+            vec![
+                "--ctx",
+                "16",
+                "--on-full",
+                "slide",
+                "--keep-sink",
+                "2",
+                "--kv",
+                "int8",
+                "--chunk",
+                "8",
+            ],
+        ),
+    ] {
+        let all = run_ids(&m, &c.tokens, 16, &[&["--ignore-eos"], &extra[..]].concat());
+        let snap = dir.join(format!("{name}.lfmsession"));
+        let snap_s = snap.to_str().expect("UTF-8 path");
+        let mut first_args = vec!["--ignore-eos", "--save-session", snap_s];
+        first_args.extend_from_slice(&extra);
+        let first = run_ids(&m, &c.tokens, 8, &first_args);
+        assert!(snap.is_file(), "{name}: no snapshot written");
+        let out = lfm(&[
+            "run",
+            "-m",
+            &m,
+            "--load-session",
+            snap_s,
+            "-n",
+            "8",
+            "--ignore-eos",
+            "--json",
+        ]);
+        let second = parse_run(&out);
+        assert_eq!(
+            second.prompt_tokens, 0,
+            "{name}: nothing re-processed\n{out}"
+        );
+        let joined: Vec<u32> = first.ids.iter().chain(&second.ids).copied().collect();
+        assert_eq!(joined, all.ids, "{name}: 8 + save + load + 8 must equal 16");
+    }
+    // A bad snapshot is a clear error.
+    let bad = dir.join("bad.lfmsession");
+    std::fs::write(&bad, b"not a snapshot at all, just some bytes").expect("write");
+    let out = lfm(&[
+        "run",
+        "-m",
+        &m,
+        "--load-session",
+        bad.to_str().expect("UTF-8"),
+        "-n",
+        "2",
+    ]);
+    out.assert_error(&["snapshot", "magic"]);
+}
+
+/// `--on-full slide` keeps generating past the context; `stop` ends with context_full.
+#[test]
+fn run_slides_past_the_context() {
+    let m = model("tiny-a-f16.gguf");
+    let r = run_ids(
+        &m,
+        &[1, 20, 30],
+        40,
+        &["--ctx", "16", "--on-full", "slide", "--ignore-eos"],
+    );
+    assert_eq!((r.ids.len(), r.stop.as_str()), (40, "length"));
+    let r = run_ids(&m, &[1, 20, 30], 40, &["--ctx", "16", "--ignore-eos"]);
+    assert_eq!(r.stop, "context_full");
+}
+
+/// `info --mem-budget` prints the plan it chose; a budget too small fails with the plan.
+#[test]
+fn info_prints_the_memory_plan_for_a_budget() {
+    let m = model("tiny-a-f16.gguf");
+    let out = lfm(&["info", "-m", &m, "--mem-budget", "2MiB"]);
+    out.assert_ok();
+    let plan = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("device memory plan:"))
+        .unwrap_or_else(|| panic!("no plan\n{out}"));
+    assert!(plan.contains("context") && plan.contains("KV"), "{out}");
+    assert!(out.stdout.contains("of a 2.0 MiB budget (fits)"), "{out}");
+    for kv in ["f32", "f16", "int8"] {
+        assert!(
+            out.stdout
+                .lines()
+                .any(|l| l.trim_start().starts_with(&format!("as {kv}:")) && l.contains(" B ")),
+            "KV bytes per token for {kv}\n{out}"
+        );
+    }
+    let out = lfm(&["info", "-m", &m, "--mem-budget", "100KiB"]);
+    out.assert_error(&["budget"]);
+    assert!(out.stderr.contains("does not fit"), "{out}");
+    let out = lfm(&["run", "-m", &m, "--mem-budget", "lots", "-n", "1"]);
+    out.assert_error(&["size"]);
 }
