@@ -28,7 +28,7 @@ pub struct QuantizeArgs {
 
 #[derive(Args)]
 pub struct SynthArgs {
-    /// Model size: tiny, 350m, 700m, 1.2b or 2.6b (the released LFM2 shapes).
+    /// Model size: micro, tiny, 350m, 700m, 1.2b or 2.6b (the released LFM2 shapes).
     #[arg(long)]
     pub preset: Preset,
     /// Weight type: f16, q8_0, q4_0 or q4_k_m.
