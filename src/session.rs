@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::config::{LayerKind, Lfm2Config};
 use crate::error::{Error, Result};
@@ -270,6 +271,24 @@ pub struct Session {
     submits: usize,
     /// Length of the device token ring.
     token_ring: usize,
+    /// The pending token was sampled by a step drained after a stop and not yet delivered.
+    undelivered: bool,
+    /// Set by a [`CancelToken`]; checked between prefill chunks and decode steps.
+    cancel: Arc<AtomicBool>,
+    /// Called with (prompt tokens done, prompt tokens) during a multi-chunk prefill.
+    prefill_progress: Option<Box<dyn FnMut(usize, usize) + Send>>,
+}
+
+/// Stops a session's generation in progress from anywhere (another thread, a UI callback):
+/// `generate` returns [`StopReason::Cancelled`] after the prefill chunk or token in progress,
+/// and the session stays usable (what was processed stays processed; see `generate`).
+#[derive(Clone, Debug)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Release);
+    }
 }
 
 impl Session {
@@ -336,6 +355,9 @@ impl Session {
             sampler: SamplerConfig::default(),
             submits: 0,
             token_ring,
+            undelivered: false,
+            cancel: Arc::new(AtomicBool::new(false)),
+            prefill_progress: None,
         };
         session.set_sampler(SamplerConfig::default())?;
         // Build the decode plan now so pipeline errors surface at creation.
@@ -364,6 +386,28 @@ impl Session {
     /// Dispatches recorded per decode step.
     pub fn dispatches_per_token(&self) -> usize {
         self.plans.get(&(1, Tail::Sample)).map_or(0, Vec::len)
+    }
+
+    /// A handle that stops this session's current (or next started) generation.
+    pub fn cancel_token(&self) -> CancelToken {
+        CancelToken(self.cancel.clone())
+    }
+
+    /// Consumes a pending cancel request.
+    fn take_cancel(&self) -> bool {
+        self.cancel.swap(false, Ordering::AcqRel)
+    }
+
+    /// Sets the callback told of prefill progress (prompt tokens done, total) while a prompt
+    /// of several chunks is processed.
+    pub fn set_prefill_progress(&mut self, f: Option<Box<dyn FnMut(usize, usize) + Send>>) {
+        self.prefill_progress = f;
+    }
+
+    fn report_prefill(&mut self, done: usize, total: usize) {
+        if let Some(f) = &mut self.prefill_progress {
+            f(done, total);
+        }
     }
 
     /// The sampler settings in use.
@@ -439,6 +483,7 @@ impl Session {
         }
         self.pos = 0;
         self.history.clear();
+        self.undelivered = false;
     }
 }
 

@@ -1,6 +1,7 @@
 //! The scheduler: plans (recorded dispatch lists), prefill, decode, generate and eval.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 
 use super::*;
 use crate::platform::Instant;
@@ -396,7 +397,10 @@ impl Session {
 
     /// Feeds `prompt` (prefill, in chunks) then decodes up to `max_new` tokens, one submit per
     /// token, calling `on_token` with each sampled id as soon as it is read back; `on_token`
-    /// returns `false` to stop. With an empty prompt, continues from the pending token.
+    /// returns `false` to stop (as does a [`CancelToken`], between prefill chunks too).
+    /// With an empty prompt, continues from the pending token; a token that was sampled after
+    /// a stop but not delivered is delivered first, so stop + continue loses nothing. A stop
+    /// during prefill keeps the chunks already processed (`tokens()` says which).
     /// Blocks until done (native only; the browser awaits [`Session::generate_async`]).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn generate(
@@ -418,6 +422,7 @@ impl Session {
         stop_at_eog: &dyn Fn(u32) -> bool,
         on_token: &mut dyn FnMut(u32) -> bool,
     ) -> Result<GenerateStats> {
+        self.cancel.store(false, Ordering::Release);
         let start = Instant::now();
         let prompt_tokens = prompt.len();
         let mut stats = GenerateStats {
@@ -434,11 +439,28 @@ impl Session {
         let submits0 = self.submits;
         let mut inflight: VecDeque<(usize, wgpu::SubmissionIndex)> = VecDeque::new();
         let mut next_slot = 0;
+        let undelivered = std::mem::take(&mut self.undelivered);
         if prompt.is_empty() {
             if self.history.len() != self.pos + 1 {
                 return Err(Error::InvalidArgument(
                     "empty prompt and no pending token to continue from".into(),
                 ));
+            }
+            if undelivered {
+                // Sampled by a step that ran after the last delivered token: its turn now.
+                let tok = self.history[self.pos];
+                stats.generated.push(tok);
+                if !on_token(tok) || self.take_cancel() {
+                    stats.stop = StopReason::Cancelled;
+                    return Ok(stats);
+                }
+                if stop_at_eog(tok) {
+                    stats.stop = StopReason::Eos;
+                    return Ok(stats);
+                }
+                if stats.generated.len() >= max_new {
+                    return Ok(stats);
+                }
             }
             if !self.can_step() {
                 stats.stop = StopReason::ContextFull;
@@ -450,10 +472,31 @@ impl Session {
             self.check_tokens(prompt)?;
             let chunk = self.opts.chunk;
             let n_chunks = prompt.len().div_ceil(chunk);
+            // At most two chunks on the GPU at once, so that a stop request or a lost device is
+            // noticed within a chunk and progress can be reported.
+            let mut queued: VecDeque<(usize, WorkDone)> = VecDeque::new();
+            let mut done = 0;
             for (i, c) in prompt.chunks(chunk).enumerate() {
+                if queued.len() == 2
+                    && let Some((n, w)) = queued.pop_front()
+                {
+                    w.wait(self).await?;
+                    done += n;
+                    self.report_prefill(done, prompt.len());
+                }
+                if self.take_cancel() {
+                    for (_, w) in queued.drain(..) {
+                        w.wait(self).await?;
+                    }
+                    stats.stop = StopReason::Cancelled;
+                    stats.prefill_seconds = start.elapsed().as_secs_f64();
+                    stats.submits = self.submits - submits0;
+                    return Ok(stats);
+                }
                 self.stage_chunk(c);
                 if i + 1 < n_chunks {
-                    self.submit(c.len(), Tail::Advance, None)?;
+                    let idx = self.submit(c.len(), Tail::Advance, None)?;
+                    queued.push_back((c.len(), WorkDone::after(self, idx)));
                 } else {
                     inflight.push_back((
                         next_slot,
@@ -461,6 +504,9 @@ impl Session {
                     ));
                     next_slot ^= 1;
                 }
+            }
+            if n_chunks > 1 {
+                self.report_prefill(prompt.len(), prompt.len());
             }
         }
         let mut first_at = None;
@@ -483,7 +529,7 @@ impl Session {
             self.history.truncate(p);
             self.history.push(tok);
             stats.generated.push(tok);
-            let keep_going = on_token(tok);
+            let keep_going = on_token(tok) && !self.take_cancel();
             if stop_at_eog(tok) {
                 stats.stop = StopReason::Eos;
                 break;
@@ -497,12 +543,14 @@ impl Session {
                 break;
             }
         }
-        // Drain a step still in flight; its effects are already counted in `pos`.
+        // Drain a step still in flight; its effects are already counted in `pos`, and its token
+        // is the pending one: delivered first if the session is continued without a prompt.
         while let Some((slot, idx)) = inflight.pop_front() {
             let tok = self.wait_token(slot, &idx).await?;
             let p = self.pos - inflight.len();
             self.history.truncate(p);
             self.history.push(tok);
+            self.undelivered = true;
         }
         let end = Instant::now();
         let first = first_at.unwrap_or(end);
@@ -524,5 +572,77 @@ impl Session {
         }
         self.reset();
         0
+    }
+}
+
+/// Completion of one submit: natively its submission index (waited for with `poll`); in the
+/// browser a future fed by `on_submitted_work_done`, registered right after the submit.
+struct WorkDone {
+    #[cfg(not(target_arch = "wasm32"))]
+    idx: wgpu::SubmissionIndex,
+    #[cfg(target_arch = "wasm32")]
+    flag: std::sync::Arc<(
+        std::sync::atomic::AtomicBool,
+        std::sync::Mutex<Option<std::task::Waker>>,
+    )>,
+}
+
+impl WorkDone {
+    fn after(s: &Session, idx: wgpu::SubmissionIndex) -> WorkDone {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let _ = s;
+            WorkDone { idx }
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = idx;
+            let flag = std::sync::Arc::new((
+                std::sync::atomic::AtomicBool::new(false),
+                std::sync::Mutex::new(None::<std::task::Waker>),
+            ));
+            let f = flag.clone();
+            s.model.gpu.queue.on_submitted_work_done(move || {
+                f.0.store(true, Ordering::Release);
+                if let Some(w) = f.1.lock().ok().and_then(|mut w| w.take()) {
+                    w.wake();
+                }
+            });
+            WorkDone { flag }
+        }
+    }
+
+    async fn wait(self, s: &Session) -> Result<()> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            s.model
+                .gpu
+                .device
+                .poll(wgpu::PollType::Wait {
+                    submission_index: Some(self.idx),
+                    timeout: None,
+                })
+                .map_err(|e| Error::Gpu(format!("device poll: {e}")))?;
+            Ok(())
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = s;
+            std::future::poll_fn(|cx| {
+                if self.flag.0.load(Ordering::Acquire) {
+                    return std::task::Poll::Ready(());
+                }
+                if let Ok(mut w) = self.flag.1.lock() {
+                    *w = Some(cx.waker().clone());
+                }
+                if self.flag.0.load(Ordering::Acquire) {
+                    std::task::Poll::Ready(())
+                } else {
+                    std::task::Poll::Pending
+                }
+            })
+            .await;
+            Ok(())
+        }
     }
 }

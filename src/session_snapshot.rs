@@ -118,6 +118,7 @@ impl Session {
             "on_full": o.on_full.name(),
             "sinks": o.sinks,
             "pos": self.pos,
+            "undelivered": self.undelivered,
             "history": self.history,
             "sampler": {
                 "temperature": sp.temperature,
@@ -130,8 +131,8 @@ impl Session {
             },
             "buffers": list,
         });
-        let header = serde_json::to_vec(&header)
-            .map_err(|e| Error::Gpu(format!("snapshot header: {e}")))?;
+        let header =
+            serde_json::to_vec(&header).map_err(|e| Error::Gpu(format!("snapshot header: {e}")))?;
         let mut out = Vec::with_capacity(16 + header.len() + payload.len() + 8);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
@@ -164,7 +165,9 @@ impl Session {
         let mut sum = [0u8; 8];
         sum.copy_from_slice(&bytes[bytes.len() - 8..]);
         if fnv1a(body) != u64::from_le_bytes(sum) {
-            return Err(bad("checksum mismatch: the file is truncated or corrupt".into()));
+            return Err(bad(
+                "checksum mismatch: the file is truncated or corrupt".into()
+            ));
         }
         let hlen = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]) as usize;
         if hlen > MAX_HEADER || 16 + hlen > body.len() {
@@ -236,7 +239,9 @@ impl Session {
             )));
         }
         if let Some(id) = history.iter().find(|&&id| id as usize >= c.vocab_size) {
-            return Err(bad(format!("history holds token {id}, outside the vocabulary")));
+            return Err(bad(format!(
+                "history holds token {id}, outside the vocabulary"
+            )));
         }
         if opts.on_full == OnFull::Stop && pos > opts.ctx {
             return Err(bad(format!(
@@ -265,7 +270,10 @@ impl Session {
         let mut writes = Vec::with_capacity(bufs.len());
         for (entry, (bname, buf)) in list.iter().zip(&bufs) {
             let ename = entry.get("name").and_then(Value::as_str).unwrap_or("");
-            let n = entry.get("bytes").and_then(Value::as_u64).unwrap_or(u64::MAX);
+            let n = entry
+                .get("bytes")
+                .and_then(Value::as_u64)
+                .unwrap_or(u64::MAX);
             if ename != bname || n != buf.size() {
                 return Err(bad(format!(
                     "buffer `{ename}` of {n} bytes where `{bname}` of {} was expected",
@@ -274,13 +282,18 @@ impl Session {
             }
             let end = at + n as usize;
             if end > body.len() {
-                return Err(bad(format!("buffer `{bname}` runs past the end of the file")));
+                return Err(bad(format!(
+                    "buffer `{bname}` runs past the end of the file"
+                )));
             }
             writes.push((*buf, &body[at..end]));
             at = end;
         }
         if at != body.len() {
-            return Err(bad(format!("{} bytes after the last buffer", body.len() - at)));
+            return Err(bad(format!(
+                "{} bytes after the last buffer",
+                body.len() - at
+            )));
         }
         let state = &body[16 + hlen..16 + hlen + 4];
         if u32::from_le_bytes([state[0], state[1], state[2], state[3]]) as usize != pos {
@@ -290,6 +303,8 @@ impl Session {
             session.model.gpu.queue.write_buffer(buf, 0, data);
         }
         session.pos = pos;
+        session.undelivered =
+            h.get("undelivered").and_then(Value::as_bool) == Some(true) && history.len() == pos + 1;
         session.history = history;
         session.set_sampler(sampler)?;
         Ok(session)
