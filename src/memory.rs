@@ -73,11 +73,7 @@ impl fmt::Display for MemoryPlan {
             },
             o.chunk
         )?;
-        writeln!(
-            f,
-            "  KV per token       {} B",
-            self.kv_bytes_per_token
-        )?;
+        writeln!(f, "  KV per token       {} B", self.kv_bytes_per_token)?;
         writeln!(f, "  weights            {}", human_bytes(self.weights))?;
         for (name, b) in &self.session {
             writeln!(f, "  {name:<18} {}", human_bytes(*b))?;
