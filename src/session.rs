@@ -23,6 +23,31 @@ use crate::ops::sample::{self, SampleParams};
 use crate::ops::{Params, State, conv, embed, norm};
 use crate::sampling::SamplerConfig;
 
+/// Sizes of the scratch buffers, in elements (and `f`, bytes per f32).
+struct Dims {
+    f: u64,
+    ch: u64,
+    h: u64,
+    qd: u64,
+    wide: u64,
+    v: u64,
+}
+
+impl Dims {
+    fn new(c: &Lfm2Config, o: &SessionOptions) -> Dims {
+        let h = c.hidden_size as u64;
+        let (qd, kvd) = (c.q_dim() as u64, c.kv_dim() as u64);
+        Dims {
+            f: 4,
+            ch: o.chunk as u64,
+            h,
+            qd,
+            wide: (3 * h).max(qd + 2 * kvd).max(c.ff_size as u64),
+            v: c.vocab_size as u64,
+        }
+    }
+}
+
 /// What happens when the context is full.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum OnFull {
@@ -131,13 +156,14 @@ impl SessionOptions {
     /// Device bytes a session with these options allocates for `c`, by buffer.
     pub fn buffer_plan(&self, c: &Lfm2Config) -> Vec<(&'static str, u64)> {
         let a = self.attn_shape(c);
-        let f = 4u64;
-        let ch = self.chunk as u64;
-        let h = c.hidden_size as u64;
-        let qd = c.q_dim() as u64;
-        let kvd = c.kv_dim() as u64;
-        let wide = (3 * h).max(qd + 2 * kvd).max(c.ff_size as u64);
-        let v = c.vocab_size as u64;
+        let Dims {
+            f,
+            ch,
+            h,
+            qd,
+            wide,
+            v,
+        } = Dims::new(c, self);
         let n_attn = c
             .layers
             .iter()
@@ -297,13 +323,14 @@ impl Session {
         opts.check(c)?;
         let attn = opts.attn_shape(c);
         let gpu = &model.gpu;
-        let f = 4u64;
-        let ch = opts.chunk as u64;
-        let h = c.hidden_size as u64;
-        let qd = c.q_dim() as u64;
-        let kvd = c.kv_dim() as u64;
-        let wide = (3 * h).max(qd + 2 * kvd).max(c.ff_size as u64);
-        let v = c.vocab_size as u64;
+        let Dims {
+            f,
+            ch,
+            h,
+            qd,
+            wide,
+            v,
+        } = Dims::new(c, &opts);
         let mut layer_state = Vec::new();
         for (i, kind) in c.layers.iter().enumerate() {
             layer_state.push(match kind {

@@ -302,11 +302,16 @@ impl Session {
         Ok(idx)
     }
 
-    async fn wait_token(&self, slot: usize, idx: &wgpu::SubmissionIndex) -> Result<u32> {
+    /// Waits until every slot's map (requested after submit `idx`) has completed.
+    pub(super) async fn await_slots(
+        &self,
+        slots: &[&ReadbackSlot],
+        idx: &wgpu::SubmissionIndex,
+    ) -> Result<()> {
         // Natively the map callback only runs inside `poll`; in the browser the event loop runs
         // it while `ready()` is pending.
         #[cfg(not(target_arch = "wasm32"))]
-        while !self.slots[slot].is_ready() {
+        while slots.iter().any(|s| !s.is_ready()) {
             self.model
                 .gpu
                 .device
@@ -318,7 +323,14 @@ impl Session {
         }
         #[cfg(target_arch = "wasm32")]
         let _ = idx;
-        self.slots[slot].ready().await;
+        for s in slots {
+            s.ready().await;
+        }
+        Ok(())
+    }
+
+    async fn wait_token(&self, slot: usize, idx: &wgpu::SubmissionIndex) -> Result<u32> {
+        self.await_slots(&[&self.slots[slot]], idx).await?;
         let b = self.slots[slot].take()?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }

@@ -88,21 +88,11 @@ impl Session {
         for slot in &slots {
             slot.request();
         }
-        #[cfg(not(target_arch = "wasm32"))]
-        while slots.iter().any(|s| !s.is_ready()) {
-            gpu.device
-                .poll(wgpu::PollType::Wait {
-                    submission_index: Some(idx.clone()),
-                    timeout: None,
-                })
-                .map_err(|e| Error::Gpu(format!("device poll: {e}")))?;
-        }
-        #[cfg(target_arch = "wasm32")]
-        let _ = idx;
+        let refs: Vec<&ReadbackSlot> = slots.iter().collect();
+        self.await_slots(&refs, &idx).await?;
         let mut payload = Vec::new();
         let mut list = Vec::new();
         for ((name, b), slot) in bufs.iter().zip(&slots) {
-            slot.ready().await;
             let bytes = slot.take()?;
             let n = b.size() as usize;
             payload.extend_from_slice(&bytes[..n]);

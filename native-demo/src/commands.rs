@@ -347,13 +347,4 @@ impl<'a> Sink<'a> {
     }
 }
 
-pub fn human_bytes(b: u64) -> String {
-    let f = b as f64;
-    if f >= (1u64 << 30) as f64 {
-        format!("{:.2} GiB", f / (1u64 << 30) as f64)
-    } else if f >= (1u64 << 20) as f64 {
-        format!("{:.1} MiB", f / (1u64 << 20) as f64)
-    } else {
-        format!("{:.1} KiB", f / 1024.0)
-    }
-}
+pub use lfm::memory::human_bytes;
