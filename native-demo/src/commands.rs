@@ -17,9 +17,10 @@ use lfm::tokenizer::{StreamDecoder, Tokenizer};
 
 use crate::{ChatArgs, EvalArgs, ModelArgs, PlanArgs, RunArgs, SampleArgs};
 
-/// The built-in model: a tiny random-weight LFM2 with the real architecture (see README.md).
-const BUILTIN: &[u8] = include_bytes!("../../tests/fixtures/tiny-a-f16.gguf");
-const BUILTIN_NAME: &str = "built-in tiny LFM2 (random weights)";
+/// The built-in model: lfm2-tiny-py, a 4.5M-parameter LFM2 trained on Python's standard library
+/// by tools/train_demo.py (model card: models/demo/README.md).
+const BUILTIN: &[u8] = include_bytes!("../../models/demo/lfm2-tiny-py-q8_0.gguf");
+const BUILTIN_NAME: &str = "built-in lfm2-tiny-py (Q8_0)";
 
 pub fn open_model(path: Option<&std::path::Path>) -> Result<ModelFile> {
     Ok(match path {
@@ -167,7 +168,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         // A restored session continues from its pending token.
         (None, None) if a.load_session.is_some() => Vec::new(),
         (None, None) => {
-            let text = "Once upon a time";
+            let text = "def fibonacci(n):";
             if a.chat {
                 l.tok.encode_chat(&[ChatMessage::user(text)], None, true)?
             } else {

@@ -25,6 +25,12 @@ const VOCAB: usize = 360;
 /// End-of-generation ids of the fixture tokenizer: `<|endoftext|>` and `<|im_end|>` (eos).
 const EOG: [u32; 2] = [2, 7];
 
+/// The built-in model's file (compiled into the binary; made by tools/train_demo.py) and its
+/// greedy references from transformers, relative to the fixtures directory.
+const BUILTIN: &str = "../../models/demo/lfm2-tiny-py-q8_0.gguf";
+const BUILTIN_REFERENCE: &str = "../../models/demo/reference.json";
+const BUILTIN_VOCAB: usize = 4096;
+
 // ---------------------------------------------------------------------------------------------
 // Running the binary
 // ---------------------------------------------------------------------------------------------
@@ -290,6 +296,11 @@ struct Run {
 /// Parses and validates `run --json` output: one `{"id","text"}` object per token, then exactly
 /// one `{"done":true,...}` summary as the last line, with every field of the right type.
 fn parse_run(out: &Out) -> Run {
+    parse_run_vocab(out, VOCAB)
+}
+
+/// [`parse_run`] for a model with `vocab` tokens.
+fn parse_run_vocab(out: &Out, vocab: usize) -> Run {
     out.assert_ok();
     let lines: Vec<&str> = out.stdout.lines().collect();
     let (last, tokens) = lines
@@ -313,7 +324,7 @@ fn parse_run(out: &Out) -> Run {
             .as_u64()
             .unwrap_or_else(|| panic!("id not an integer: {l}\n{out}"));
         assert!(
-            (id as usize) < VOCAB,
+            (id as usize) < vocab,
             "id {id} outside the vocabulary\n{out}"
         );
         ids.push(id as u32);
@@ -775,15 +786,15 @@ fn info_describes_the_model() {
                 "tiny-b/model-00002-of-00002.safetensors",
             ],
         },
-        // No -m: the built-in model (the tiny-a F16 GGUF).
+        // No -m: the built-in model, lfm2-tiny-py: 3 * 2 * 2 * 64 * 4 = 3072 B per token.
         InfoCase {
             model: None,
-            pattern: "ccAcAc",
-            conv_attn: (4, 2),
-            kv_per_token: 512,
-            kv_4k_32k: "2.0 MiB / 16.0 MiB",
-            kv_int8: 160,
-            names_from: "tiny-a-f16.gguf",
+            pattern: "ccAccAcA",
+            conv_attn: (5, 3),
+            kv_per_token: 3072,
+            kv_4k_32k: "12.0 MiB / 96.0 MiB",
+            kv_int8: 816,
+            names_from: BUILTIN,
             safetensors: &[],
         },
     ];
@@ -927,12 +938,9 @@ fn chat_prompt_len() -> (String, usize) {
 #[test]
 fn run_chat_prompt_uses_template_without_double_bos() {
     let (text, want) = chat_prompt_len();
-    for m in [Some("tiny-a-f32.gguf"), Some("tiny-b"), None] {
-        let m = m.map(model);
-        let mut args = vec!["run"];
-        if let Some(m) = &m {
-            args.extend(["-m", m.as_str()]);
-        }
+    for m in ["tiny-a-f32.gguf", "tiny-b"] {
+        let m = model(m);
+        let mut args = vec!["run", "-m", m.as_str()];
         args.extend(["--chat", "-p", &text, "-n", "3", "--temp", "0", "--json"]);
         let out = lfm(&args);
         let r = parse_run(&out);
@@ -941,24 +949,51 @@ fn run_chat_prompt_uses_template_without_double_bos() {
     }
 }
 
-/// With no `-m`, `run` uses the built-in model, the tiny-a F16 GGUF: its greedy ids are
-/// transformers' for that file. A plain (non-JSON) run with the default prompt also works.
+/// With no `-m`, `run` uses the built-in model, lfm2-tiny-py: its greedy ids are transformers'
+/// for that file (`models/demo/reference.json`), from prompt ids and from the prompt text, and
+/// `--chat` gives what it gives with the file named. A plain (non-JSON) run with the default
+/// prompt also works.
 #[test]
 fn builtin_model_runs() {
-    let c = case("tiny-a-f16", "p1");
-    let out = lfm(&[
-        "run",
-        "--prompt-ids",
-        &id_list(&c.tokens),
+    let refs = read_json(BUILTIN_REFERENCE);
+    let cases = refs["files"]["lfm2-tiny-py-q8_0.gguf"]["cases"]
+        .as_array()
+        .expect("reference cases");
+    assert!(!cases.is_empty());
+    for c in cases {
+        let (tokens, greedy) = (u32s(&c["tokens"]), u32s(&c["greedy"]));
+        let text = c["text"].as_str().expect("prompt text");
+        let ids = id_list(&tokens);
+        let json = ["-n", "32", "--temp", "0", "--json", "--ignore-eos"];
+        let out = lfm(&[&["run", "--prompt-ids", &ids][..], &json].concat());
+        let r = parse_run_vocab(&out, BUILTIN_VOCAB);
+        assert_eq!(r.ids, greedy[..32], "{out}");
+        let out = lfm(&[&["run", "-p", text][..], &json].concat());
+        let r = parse_run_vocab(&out, BUILTIN_VOCAB);
+        assert_eq!(r.prompt_tokens, tokens.len() as u64, "{out}");
+        assert_eq!(r.ids, greedy[..32], "{out}");
+    }
+    let file = model(BUILTIN);
+    let chat = [
+        "--chat",
+        "-p",
+        "Write a function",
         "-n",
-        "32",
+        "8",
         "--temp",
         "0",
         "--json",
-        "--ignore-eos",
-    ]);
-    let r = parse_run(&out);
-    assert_eq!(r.ids, c.greedy[..32], "{out}");
+    ];
+    let builtin = parse_run_vocab(&lfm(&[&["run"][..], &chat].concat()), BUILTIN_VOCAB);
+    let named = parse_run_vocab(
+        &lfm(&[&["run", "-m", &file][..], &chat].concat()),
+        BUILTIN_VOCAB,
+    );
+    assert!(builtin.prompt_tokens > 0 && !builtin.ids.is_empty());
+    assert_eq!(
+        (builtin.prompt_tokens, &builtin.ids),
+        (named.prompt_tokens, &named.ids)
+    );
     let out = lfm(&["run", "-n", "4", "--seed", "1"]);
     out.assert_ok();
     assert!(
