@@ -76,6 +76,9 @@ impl OnFull {
     }
 }
 
+/// Longest prefill chunk accepted (the scratch activations grow with it).
+pub const MAX_CHUNK: usize = 1 << 16;
+
 /// How a session is sized.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SessionOptions {
@@ -137,6 +140,12 @@ impl SessionOptions {
             return Err(Error::InvalidArgument(
                 "context and chunk must be > 0".into(),
             ));
+        }
+        if self.chunk > MAX_CHUNK {
+            return Err(Error::InvalidArgument(format!(
+                "a prefill chunk of {} tokens is more than {MAX_CHUNK}",
+                self.chunk
+            )));
         }
         if self.ctx > c.max_position_embeddings {
             return Err(Error::InvalidArgument(format!(
@@ -395,6 +404,10 @@ impl Session {
     pub fn model(&self) -> &GpuModel {
         &self.model
     }
+    /// The model, shared (to open another session on it, or restore a snapshot).
+    pub fn shared_model(&self) -> Arc<GpuModel> {
+        self.model.clone()
+    }
     pub fn options(&self) -> &SessionOptions {
         &self.opts
     }
@@ -521,4 +534,4 @@ mod run;
 // Session snapshots (save / restore).
 #[path = "session_snapshot.rs"]
 mod snapshot;
-pub use snapshot::SNAPSHOT_VERSION;
+pub use snapshot::{SNAPSHOT_VERSION, SnapshotBuffer, SnapshotHeader, parse_snapshot};

@@ -107,6 +107,41 @@ try {
   check('stop() ends a generation between tokens', stopped.stop === 'cancelled' && stopped.generatedTokens < 10,
     `${stopped.generatedTokens} tokens, stop ${stopped.stop}`);
 
+  // Session snapshots in the Origin Private File System: 8 tokens, save, 8 more; start over,
+  // restore, 8 again: the same 8, and 8 + 8 equal the native build's 16. A missing snapshot is
+  // a clear error.
+  const snapModel = cases[cases.length - 1].model;
+  const snap = await page.evaluate(async () => {
+    const e = window.lfmDemo.engine;
+    const g = async (o) => {
+      const s = e.generate(o);
+      for await (const _ of s);
+      return s.result;
+    };
+    const base = { maxTokens: 8, temperature: 0, ignoreEos: true };
+    const a = await g({ ...base, promptIds: [1, 2, 3] });
+    const saved = await e.saveSession('e2e');
+    const b = await g({ ...base, keepContext: true });
+    await e.reset();
+    const restored = await e.loadSession('e2e');
+    const c = await g({ ...base, keepContext: true });
+    let missing = null;
+    try {
+      await e.loadSession('no-such-session');
+    } catch (err) {
+      missing = err.kind;
+    }
+    return { a: a.ids, b: b.ids, c: c.ids, bytes: saved.bytes, position: restored.position, missing, list: await e.sessions() };
+  });
+  const native16 = nativeIds(join(FIXTURES, snapModel), [1, 2, 3], 16).ids;
+  check(
+    `${snapModel}: session saved to OPFS and restored continues exactly`,
+    JSON.stringify([...snap.a, ...snap.b]) === JSON.stringify(native16) && JSON.stringify(snap.c) === JSON.stringify(snap.b) &&
+      snap.position === 3 + 8 - 1 && snap.list.some((s) => s.name === 'e2e' && s.bytes === snap.bytes),
+    `8+8 ${JSON.stringify([...snap.a, ...snap.b])} native ${JSON.stringify(native16)} restored ${JSON.stringify(snap.c)}, ${snap.bytes} bytes`,
+  );
+  check('a missing session snapshot is a clear error', snap.missing === 'snapshot', String(snap.missing));
+
   // Two chat turns through the UI: type, press Enter, watch the reply stream in; the second
   // turn only feeds what the session has not seen. Greedy, on a prompt whose reply has no
   // special tokens: a random-weight model can emit them, the template drops them from the

@@ -7,7 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use js_sys::{Function, Promise};
+use js_sys::{Function, Promise, Uint8Array};
 use lfm::conversation::Conversation;
 use lfm::gpu::{Gpu, GpuOptions};
 use lfm::model::{GpuModel, UploadOptions};
@@ -173,6 +173,16 @@ fn promise(f: impl std::future::Future<Output = WebResult<Value>> + 'static) -> 
     future_to_promise(async move {
         match f.await {
             Ok(v) => Ok(JsValue::from_str(&v.to_string())),
+            Err(e) => Err(e.into()),
+        }
+    })
+}
+
+/// Like `promise`, for a result of bytes (resolves to a `Uint8Array`).
+fn promise_bytes(f: impl std::future::Future<Output = WebResult<Vec<u8>>> + 'static) -> Promise {
+    future_to_promise(async move {
+        match f.await {
+            Ok(v) => Ok(Uint8Array::from(v.as_slice()).into()),
             Err(e) => Err(e.into()),
         }
     })
@@ -366,7 +376,9 @@ impl Engine {
                 (None, Some(text)) => l.tok.encode(text)?,
                 (None, None) => Vec::new(),
             };
-            if prompt.is_empty() {
+            // With `keepContext` and no prompt, generation continues from the session's
+            // pending token (after a stop, or a restored snapshot).
+            if prompt.is_empty() && !opts.keep_context {
                 return Err(WebError::new(Kind::InvalidArgument, "the prompt is empty"));
             }
             if !opts.keep_context {
@@ -394,6 +406,44 @@ impl Engine {
             out["reply"] = reply.into();
             out["reusedTokens"] = done.into();
             Ok(out)
+        })
+    }
+
+    /// Snapshot of the session (KV ring, conv states, position, token history, sampler): a
+    /// `Uint8Array` that `loadSession` restores exactly (the worker keeps it in the Origin
+    /// Private File System).
+    #[wasm_bindgen(js_name = saveSession)]
+    pub fn save_session(&self) -> Promise {
+        let st = self.st.clone();
+        promise_bytes(async move {
+            let _busy = Busy::take(&st)?;
+            let l = Lent::take(&st)?;
+            l.events.check()?;
+            Ok(l.session.save_async().await?)
+        })
+    }
+
+    /// Restores a snapshot made by `saveSession` with the same model; generation then continues
+    /// exactly where it was saved (`generate` with `keepContext` and no prompt). The chat
+    /// conversation starts over. A snapshot of another model, another version or a damaged
+    /// one is refused with a clear error and the current session is kept.
+    #[wasm_bindgen(js_name = loadSession)]
+    pub fn load_session(&self, bytes: Uint8Array, name: String) -> Promise {
+        let st = self.st.clone();
+        promise(async move {
+            let _busy = Busy::take(&st)?;
+            let mut l = Lent::take(&st)?;
+            let session = Session::restore(l.session.shared_model(), &bytes.to_vec(), &name)?;
+            l.events.check()?;
+            l.session = session;
+            l.conversation.reset();
+            let pos = l.session.position();
+            if let Some(i) = st.info.borrow_mut().as_object_mut() {
+                i.insert("position".into(), pos.into());
+                i.insert("deviceBytes".into(), l.session.device_bytes().into());
+            }
+            drop(l);
+            Ok(stats_json(&st))
         })
     }
 

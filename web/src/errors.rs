@@ -26,6 +26,8 @@ pub enum Kind {
     Template,
     /// A bad argument (prompt too long for the context, token id outside the vocabulary...).
     InvalidArgument,
+    /// A session snapshot that cannot be restored (damaged, another model or version).
+    Snapshot,
     /// Another request is running, or no model is loaded.
     Busy,
     NoModel,
@@ -43,6 +45,7 @@ impl Kind {
             Kind::DeviceLost => "device-lost",
             Kind::Template => "template",
             Kind::InvalidArgument => "invalid-argument",
+            Kind::Snapshot => "snapshot",
             Kind::Busy => "busy",
             Kind::NoModel => "no-model",
             Kind::Internal => "internal",
@@ -80,6 +83,8 @@ impl From<lfm::Error> for WebError {
             | E::NeedMoreBytes { .. } => Kind::UnsupportedFile,
             E::Template(_) => Kind::Template,
             E::InvalidArgument(_) => Kind::InvalidArgument,
+            E::Snapshot { .. } => Kind::Snapshot,
+            E::OutOfMemory(_) => Kind::OutOfMemory,
             E::Gpu(m) if m.starts_with("no GPU adapter") => Kind::NoWebgpu,
             E::Gpu(m)
                 if m.contains("storage buffers per stage")

@@ -24,6 +24,8 @@ const MESSAGES = {
   'invalid-argument': ['That request did not work', ''],
   busy: ['Still busy', 'Wait for the current step to finish, or press Stop.'],
   'no-model': ['No model loaded', 'Pick a model first.'],
+  snapshot: ['The saved session cannot be restored',
+    'It is missing, damaged, or was saved with another model or version. The current session is unchanged.'],
   internal: ['Something went wrong inside the engine', 'Reloading the page usually helps.'],
 };
 
@@ -50,6 +52,8 @@ function setState(state, text) {
   $('prompt').disabled = !(ready || state === 'generating');
   $('send').disabled = !ready;
   $('reset').disabled = !ready;
+  $('save-session').disabled = !ready;
+  $('restore-session').disabled = !ready;
   $('stop').disabled = state !== 'generating';
   for (const el of document.querySelectorAll('#builtin button, #url-form button, #file-input')) {
     el.disabled = state === 'loading' || state === 'generating';
@@ -283,6 +287,24 @@ async function main() {
     await demo.engine.reset();
     $('messages').textContent = '';
     await refreshStats();
+  };
+  $('save-session').onclick = async () => {
+    try {
+      const r = await demo.engine.saveSession('page');
+      setState('ready', `Session saved (${mb(r.bytes)} in the browser's private storage).`);
+    } catch (err) {
+      showError(err);
+    }
+  };
+  $('restore-session').onclick = async () => {
+    try {
+      const st = await demo.engine.loadSession('page');
+      $('messages').textContent = '';
+      setState('ready', `Session restored at ${st.position} tokens; the chat starts a new conversation on top of it.`);
+      await refreshStats();
+    } catch (err) {
+      showError(err);
+    }
   };
   $('system-prompt').addEventListener('change', async () => {
     if (demo.state === 'ready') {

@@ -11,7 +11,7 @@
 //
 // Every failure is an LfmError whose `kind` is one of: no-webgpu, adapter-limits,
 // unsupported-file, file-read, download, out-of-memory, device-lost, template,
-// invalid-argument, busy, no-model, internal.
+// invalid-argument, snapshot, busy, no-model, internal.
 
 export class LfmError extends Error {
   constructor(kind, message) {
@@ -169,6 +169,28 @@ export class LfmEngine {
 
   unload() {
     return this._call('unload');
+  }
+
+  /**
+   * Saves the session (KV ring, conv states, position, token history, sampler settings) under
+   * `name` in the Origin Private File System. Resolves to {name, bytes}.
+   */
+  saveSession(name) {
+    return this._call('saveSession', { name });
+  }
+
+  /**
+   * Restores a session saved with saveSession (same model). Continue it exactly with
+   * generate({keepContext: true, ...}) and no prompt. A damaged snapshot, or one of another
+   * model, fails with kind 'snapshot' and leaves the current session as it was.
+   */
+  loadSession(name) {
+    return this._call('loadSession', { name });
+  }
+
+  /** Saved sessions: [{name, bytes}]. */
+  sessions() {
+    return this._call('sessions');
   }
 
   /** Models downloaded into the cache: [{url, bytes, savedAt}]. */

@@ -139,6 +139,67 @@ async function download(url, progress, useCache) {
   return { blob: new Blob(parts), cached: false };
 }
 
+// ---- Session snapshots, kept in the Origin Private File System ----------------------------
+
+const SESSION_DIR = 'lfm-sessions';
+
+async function sessionDir(create) {
+  if (!navigator.storage || !navigator.storage.getDirectory) {
+    throw new WorkerError('invalid-argument', 'this browser has no Origin Private File System to keep sessions in');
+  }
+  const root = await navigator.storage.getDirectory();
+  return root.getDirectoryHandle(SESSION_DIR, { create });
+}
+
+function sessionFile(name) {
+  const n = String(name || '');
+  if (!/^[A-Za-z0-9._-]{1,64}$/.test(n)) {
+    throw new WorkerError('invalid-argument', `a session name is 1-64 letters, digits, '.', '_' or '-', not ${JSON.stringify(n)}`);
+  }
+  return n + '.lfmsession';
+}
+
+async function saveSession(name) {
+  const file = sessionFile(name);
+  const bytes = await engine.saveSession();
+  try {
+    await writeFile(await sessionDir(true), file, bytes);
+  } catch (e) {
+    if (e.name === 'QuotaExceededError') {
+      throw new WorkerError('out-of-memory', 'not enough storage to keep this session: ' + e.message);
+    }
+    throw e;
+  }
+  return { name, bytes: bytes.length };
+}
+
+async function loadSession(name) {
+  const file = sessionFile(name);
+  let bytes;
+  try {
+    const f = await (await (await sessionDir(false)).getFileHandle(file)).getFile();
+    bytes = new Uint8Array(await f.arrayBuffer());
+  } catch (e) {
+    if (e.name === 'NotFoundError') throw new WorkerError('snapshot', `no saved session named ${JSON.stringify(name)}`);
+    throw e;
+  }
+  return parse(await engine.loadSession(bytes, name));
+}
+
+async function listSessions() {
+  let dir;
+  try {
+    dir = await sessionDir(false);
+  } catch {
+    return [];
+  }
+  const out = [];
+  for await (const [n, h] of dir.entries()) {
+    if (n.endsWith('.lfmsession')) out.push({ name: n.slice(0, -11), bytes: (await h.getFile()).size });
+  }
+  return out.sort((a, b) => a.name.localeCompare(b.name));
+}
+
 // ---- Requests -----------------------------------------------------------------------------
 
 // What the browser says about its adapter (wgpu's AdapterInfo has no name on the web).
@@ -220,6 +281,12 @@ async function handle(msg) {
       return parse(engine.encode(msg.text));
     case 'unload':
       return engine.unload();
+    case 'saveSession':
+      return saveSession(msg.name);
+    case 'loadSession':
+      return loadSession(msg.name);
+    case 'sessions':
+      return listSessions();
     case 'cachedModels':
       return cachedModels();
     case 'clearCache':
