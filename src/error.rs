@@ -54,6 +54,9 @@ pub enum Error {
     /// `need` bytes and parse again.
     #[error("{file}: the header needs at least {need} bytes, only {have} were given")]
     NeedMoreBytes { file: String, have: u64, need: u64 },
+    /// The GPU device was lost (driver reset, device destroyed): create a new engine.
+    #[error("the GPU device was lost ({0}); load the model again")]
+    DeviceLost(String),
     /// The device memory needed is more than the budget or the device has.
     #[error("out of device memory: {0}")]
     OutOfMemory(String),

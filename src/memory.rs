@@ -24,8 +24,7 @@ pub fn weight_device_bytes(file: &ModelFile) -> Result<u64> {
             (layout::gpu_row_bytes(t.format, cols) * rows) as u64
         };
     }
-    // RoPE inverse frequencies.
-    Ok(total + (file.config.head_dim / 2 * 4) as u64)
+    Ok(total)
 }
 
 /// A model's weights plus one session: every device buffer the engine will create.

@@ -68,8 +68,6 @@ pub struct GpuModel {
     /// `None` when the output head is the (tied) embedding.
     pub output: Option<GpuMatrix>,
     pub layers: Vec<GpuLayer>,
-    /// RoPE inverse frequencies `[head_dim / 2]`.
-    pub inv_freq: wgpu::Buffer,
     /// Bytes of weights on the device.
     pub weight_bytes: u64,
 }
@@ -174,6 +172,7 @@ impl GpuModel {
         let total = file.weight_bytes();
         let mut done = 0u64;
         let start_bytes = gpu.bytes.get();
+        let oom = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let limit = gpu
             .limits
             .max_storage_buffer_binding_size
@@ -229,9 +228,15 @@ impl GpuModel {
             });
         }
         debug_assert_eq!(embed.cols, h);
-        let inv = ops::attention::inv_freq(c.head_dim, c.rope_theta);
-        let inv_freq = gpu.storage_init("inv_freq", bytemuck::cast_slice(&inv));
         gpu.queue.submit([]);
+        if let Some(e) = oom.pop().await {
+            return Err(Error::OutOfMemory(format!(
+                "the device could not hold the weights ({} of {} uploaded): {e}",
+                crate::memory::human_bytes(gpu.bytes.get() - start_bytes),
+                crate::memory::human_bytes(total)
+            )));
+        }
+        gpu.faults.check()?;
         let weight_bytes = gpu.bytes.get() - start_bytes;
         Ok(GpuModel {
             gpu,
@@ -240,7 +245,6 @@ impl GpuModel {
             final_norm,
             output,
             layers,
-            inv_freq,
             weight_bytes,
         })
     }

@@ -340,6 +340,31 @@ impl Session {
             wide,
             v,
         } = Dims::new(c, &opts);
+        // Every buffer must fit one binding; say so with the plan rather than fail in wgpu.
+        let limit = gpu
+            .limits
+            .max_storage_buffer_binding_size
+            .min(gpu.limits.max_buffer_size);
+        let biggest = [
+            ("a K or V ring", attn.ring_bytes()),
+            ("the RoPE table", (opts.ctx * c.head_dim) as u64 * f),
+            (
+                "the logits",
+                if opts.logits_all { ch * v * f } else { v * f },
+            ),
+            ("the activations", ch * wide * f),
+        ];
+        let plan = || crate::memory::MemoryPlan::new(c, model.weight_bytes, opts.clone());
+        if let Some((what, bytes)) = biggest.iter().find(|(_, b)| *b > limit) {
+            return Err(Error::OutOfMemory(format!(
+                "{what} would take {} in one buffer, more than this device's limit of {} (try a shorter --ctx, --kv int8 or a smaller --chunk); the plan:\n{}",
+                crate::memory::human_bytes(*bytes),
+                crate::memory::human_bytes(limit),
+                plan()
+            )));
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        let oom = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let mut layer_state = Vec::new();
         for (i, kind) in c.layers.iter().enumerate() {
             layer_state.push(match kind {
@@ -375,6 +400,13 @@ impl Session {
             rope: gpu.storage_init("rope", bytemuck::cast_slice(&rope)),
             layer_state,
         };
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(e) = crate::platform::block_on(oom.pop()) {
+            return Err(Error::OutOfMemory(format!(
+                "the device could not allocate the session ({e}); the plan:\n{}",
+                plan()
+            )));
+        }
         let slots = [
             ReadbackSlot::new(gpu, "token_readback_a", 4),
             ReadbackSlot::new(gpu, "token_readback_b", 4),

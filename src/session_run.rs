@@ -263,6 +263,7 @@ impl Session {
         readback: Option<usize>,
     ) -> Result<wgpu::SubmissionIndex> {
         let gpu = self.model.gpu.clone();
+        gpu.faults.check()?;
         let params = Params {
             n_tokens: t as u32,
             _pad: [0; 3],
@@ -312,21 +313,15 @@ impl Session {
         // it while `ready()` is pending.
         #[cfg(not(target_arch = "wasm32"))]
         while slots.iter().any(|s| !s.is_ready()) {
-            self.model
-                .gpu
-                .device
-                .poll(wgpu::PollType::Wait {
-                    submission_index: Some(idx.clone()),
-                    timeout: None,
-                })
-                .map_err(|e| Error::Gpu(format!("device poll: {e}")))?;
+            self.model.gpu.wait_submission(Some(idx.clone()))?;
         }
         #[cfg(target_arch = "wasm32")]
         let _ = idx;
         for s in slots {
             s.ready().await;
         }
-        Ok(())
+        // A map that failed because the device went away is reported as the loss.
+        self.model.gpu.faults.check()
     }
 
     async fn wait_token(&self, slot: usize, idx: &wgpu::SubmissionIndex) -> Result<u32> {
@@ -627,15 +622,7 @@ impl WorkDone {
     async fn wait(self, s: &Session) -> Result<()> {
         #[cfg(not(target_arch = "wasm32"))]
         {
-            s.model
-                .gpu
-                .device
-                .poll(wgpu::PollType::Wait {
-                    submission_index: Some(self.idx),
-                    timeout: None,
-                })
-                .map_err(|e| Error::Gpu(format!("device poll: {e}")))?;
-            Ok(())
+            s.model.gpu.wait_submission(Some(self.idx))
         }
         #[cfg(target_arch = "wasm32")]
         {

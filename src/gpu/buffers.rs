@@ -104,11 +104,23 @@ impl Gpu {
     /// Polls the device until `done()` is true (native: blocking waits; no busy loop).
     pub fn wait_for(&self, done: impl Fn() -> bool) -> Result<()> {
         while !done() {
-            self.device
-                .poll(wgpu::PollType::wait_indefinitely())
-                .map_err(|e| Error::Gpu(format!("device poll: {e}")))?;
+            self.wait_submission(None)?;
         }
         Ok(())
+    }
+
+    /// Blocks until submission `idx` (or all work) has finished; a lost device or an error the
+    /// device reported meanwhile is the result instead (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn wait_submission(&self, idx: Option<wgpu::SubmissionIndex>) -> Result<()> {
+        self.faults.check()?;
+        let r = self.device.poll(wgpu::PollType::Wait {
+            submission_index: idx,
+            timeout: None,
+        });
+        self.faults.check()?;
+        r.map(|_| ())
+            .map_err(|e| Error::Gpu(format!("device poll: {e}")))
     }
 }
 

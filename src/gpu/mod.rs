@@ -5,6 +5,8 @@ pub mod buffers;
 pub mod pipelines;
 pub mod shader;
 
+use std::sync::{Arc, Mutex};
+
 use crate::error::{Error, Result};
 
 pub use buffers::{DeviceBytes, ReadbackSlot};
@@ -53,6 +55,53 @@ pub struct Gpu {
     pub limits: wgpu::Limits,
     pub pipelines: PipelineCache,
     pub bytes: DeviceBytes,
+    /// Device loss and errors raised outside any error scope (checked by the scheduler).
+    pub faults: Faults,
+}
+
+/// What the device reported on its own: its loss, and errors outside any error scope. Without
+/// this wgpu's default handler would panic; here they become errors of the request running.
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    lost: Arc<Mutex<Option<String>>>,
+    errors: Arc<Mutex<Vec<(bool, String)>>>,
+}
+
+impl Faults {
+    /// Routes `device`'s uncaptured errors and its loss here. (The browser build attaches its
+    /// own handlers, which also tell the page.)
+    pub fn attach(&self, device: &wgpu::Device) {
+        let errors = self.errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let oom = matches!(e, wgpu::Error::OutOfMemory { .. });
+            if let Ok(mut v) = errors.lock() {
+                v.push((oom, e.to_string()));
+            }
+        }));
+        let lost = self.lost.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            if let Ok(mut l) = lost.lock() {
+                l.get_or_insert_with(|| format!("{reason:?}: {msg}"));
+            }
+        });
+    }
+
+    /// Whether the device was lost.
+    pub fn is_lost(&self) -> bool {
+        self.lost.lock().map(|l| l.is_some()).unwrap_or(true)
+    }
+
+    /// The device's loss, else the first error reported since the last check.
+    pub fn check(&self) -> Result<()> {
+        if let Some(msg) = self.lost.lock().ok().and_then(|l| l.clone()) {
+            return Err(Error::DeviceLost(msg));
+        }
+        match self.errors.lock().ok().and_then(|mut v| v.drain(..).next()) {
+            Some((true, m)) => Err(Error::OutOfMemory(m)),
+            Some((false, m)) => Err(Error::Gpu(m)),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Backend sets to try in order: the caller's, else `WGPU_BACKEND`, else the primary native
@@ -153,7 +202,10 @@ impl Gpu {
             })
             .await
             .map_err(|e| Error::Gpu(format!("request_device on `{}`: {e}", info.name)))?;
+        let faults = Faults::default();
+        faults.attach(&device);
         Ok(Gpu {
+            faults,
             device,
             queue,
             features: adapter.features(),

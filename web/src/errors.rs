@@ -84,6 +84,7 @@ impl From<lfm::Error> for WebError {
             E::Template(_) => Kind::Template,
             E::InvalidArgument(_) => Kind::InvalidArgument,
             E::Snapshot { .. } => Kind::Snapshot,
+            E::DeviceLost(_) => Kind::DeviceLost,
             E::OutOfMemory(_) => Kind::OutOfMemory,
             E::Gpu(m) if m.starts_with("no GPU adapter") => Kind::NoWebgpu,
             E::Gpu(m)
