@@ -121,7 +121,7 @@ pub fn plan_for_budget(
     let target = if fixed_ctx {
         want.ctx
     } else {
-        c.max_position_embeddings
+        crate::session::max_context(c)
     };
     let plan = |ctx: usize, kv: KvType| {
         let mut p = MemoryPlan::new(

@@ -23,6 +23,15 @@ use crate::ops::sample::{self, SampleParams};
 use crate::ops::{Params, State, conv, embed, norm};
 use crate::sampling::SamplerConfig;
 
+/// Context LFM2 was trained for: 32,768 tokens (LFM2 model cards). The released configs (and
+/// so their GGUFs) say `max_position_embeddings: 128000`, beyond what the models saw.
+pub const LFM2_TRAINED_CONTEXT: usize = 32_768;
+
+/// The longest context a session may have: the file's positions, at most the trained context.
+pub fn max_context(c: &Lfm2Config) -> usize {
+    c.max_position_embeddings.min(LFM2_TRAINED_CONTEXT)
+}
+
 /// Sizes of the scratch buffers, in elements (and `f`, bytes per f32).
 struct Dims {
     f: u64,
@@ -147,10 +156,11 @@ impl SessionOptions {
                 self.chunk
             )));
         }
-        if self.ctx > c.max_position_embeddings {
+        if self.ctx > max_context(c) {
             return Err(Error::InvalidArgument(format!(
                 "a context of {} tokens is more than the {} positions the model was trained on",
-                self.ctx, c.max_position_embeddings
+                self.ctx,
+                max_context(c)
             )));
         }
         if self.on_full == OnFull::Slide && self.sinks >= self.ctx {

@@ -144,11 +144,14 @@ fn context_is_bounded_by_the_trained_positions() -> anyhow::Result<()> {
     let file = ModelFile::open(&fixture("tiny-a-f16.gguf"))?;
     let c = &file.config;
     let opts = SessionOptions {
-        ctx: c.max_position_embeddings + 1,
+        ctx: lfm::session::max_context(c) + 1,
         ..Default::default()
     };
     let err = opts.check(c).expect_err("too long");
     assert!(err.to_string().contains("trained"), "{err}");
+    // LFM2 files say 128000 positions; the models were trained on 32,768.
+    assert_eq!(c.max_position_embeddings, 128_000);
+    assert_eq!(lfm::session::max_context(c), 32_768);
     let opts = SessionOptions {
         ctx: 40,
         on_full: OnFull::Slide,

@@ -48,7 +48,7 @@ pub fn session_options(
         Some(k) => KvType::parse(k)?,
         None => KvType::F16,
     };
-    let default_ctx = 4096.min(c.max_position_embeddings);
+    let default_ctx = 4096.min(lfm::session::max_context(c));
     let want = SessionOptions {
         ctx: plan.ctx.unwrap_or(default_ctx).max(ctx_floor),
         chunk: plan.chunk,

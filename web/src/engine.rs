@@ -282,7 +282,7 @@ impl Engine {
             // Creating the session compiles the decode pipelines; the warm-up below the rest.
             let t_compile = Instant::now();
             let session = model.and_then(|m| {
-                let ctx = opts.ctx.clamp(16, file.config.max_position_embeddings);
+                let ctx = opts.ctx.clamp(16, lfm::session::max_context(&file.config));
                 Session::new(
                     Arc::new(m),
                     SessionOptions {
