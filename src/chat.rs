@@ -9,7 +9,7 @@
 //! `eos_token`.
 
 use minijinja::value::{Kwargs, Serde, Value as JValue};
-use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior};
+use minijinja::{AutoEscape, Environment, ErrorKind, State, UndefinedBehavior};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -64,6 +64,21 @@ impl std::fmt::Debug for ChatTemplate {
 
 const NAME: &str = "chat_template";
 
+/// Work one render may do (minijinja fuel: about one unit per instruction, per 64 bytes of data
+/// created or written, and per item a filter walks). The LFM2 template renders a 1,000-message
+/// conversation (500 bytes each) with about 60,000, 5,000 messages with under 400,000
+/// (measured; `tests/hostile.rs` renders 1,000). It bounds the time of a hostile template
+/// (endless loops) and the memory it can build (about 64 bytes per unit: ~64 MB), which is also
+/// the most a render can leak: minijinja frees nothing a template stores inside its own
+/// namespace (`{% set ns.x = (ns, 1) %}`, an `Arc` cycle).
+pub const FUEL: u64 = 1_000_000;
+/// Largest rendered prompt accepted.
+pub const MAX_OUTPUT: usize = 8 << 20;
+/// Deepest macro / include / recursive-loop nesting (minijinja's default is 500).
+pub const MAX_RECURSION: usize = 100;
+/// Deepest nesting `tojson` writes (templates can build lists nested without bound).
+const MAX_JSON_DEPTH: usize = 128;
+
 fn template_error(e: minijinja::Error) -> Error {
     let mut msg = format!("{e:#}");
     let mut source = std::error::Error::source(&e);
@@ -86,6 +101,8 @@ impl ChatTemplate {
         env.set_syntax(syntax);
         env.set_auto_escape_callback(|_| AutoEscape::None);
         env.set_undefined_behavior(UndefinedBehavior::Lenient);
+        env.set_fuel(Some(FUEL));
+        env.set_recursion_limit(MAX_RECURSION);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_filter("tojson", tojson_filter);
         env.add_function(
@@ -117,20 +134,104 @@ impl ChatTemplate {
             bos_token => bos_token,
             eos_token => eos_token,
         };
-        tmpl.render(ctx).map_err(template_error)
+        let mut out = LimitedWriter::default();
+        let rendered = tmpl.render_captured_to(ctx, &mut out);
+        if out.overflowed {
+            return Err(Error::Template(format!(
+                "the rendered prompt is larger than {} MiB",
+                MAX_OUTPUT >> 20
+            )));
+        }
+        match rendered {
+            Ok(_) => String::from_utf8(out.buf)
+                .map_err(|_| Error::Template("the rendered prompt is not UTF-8".into())),
+            Err(e) if e.kind() == ErrorKind::OutOfFuel => Err(Error::Template(format!(
+                "rendering ran out of fuel: the template does more than {FUEL} steps of work \
+                 (a loop, recursion or string too large for a prompt)"
+            ))),
+            Err(e) => Err(template_error(e)),
+        }
+    }
+}
+
+/// Collects the output, refusing to grow past [`MAX_OUTPUT`].
+#[derive(Default)]
+struct LimitedWriter {
+    buf: Vec<u8>,
+    overflowed: bool,
+}
+
+impl std::io::Write for LimitedWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len().saturating_add(b.len()) > MAX_OUTPUT {
+            self.overflowed = true;
+            return Err(std::io::Error::other("rendered prompt too large"));
+        }
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
 /// `tojson(x, indent=None)` as transformers defines it (`json.dumps(x, ensure_ascii=False,
 /// indent=indent, sort_keys=False)`).
-fn tojson_filter(value: JValue, kwargs: Kwargs) -> std::result::Result<String, minijinja::Error> {
+/// The value is walked first (depth at most [`MAX_JSON_DEPTH`], one unit of fuel per item), so a
+/// hostile value is refused before it is copied.
+fn tojson_filter(
+    state: &State,
+    value: JValue,
+    kwargs: Kwargs,
+) -> std::result::Result<String, minijinja::Error> {
+    let err = |msg: String| minijinja::Error::new(ErrorKind::InvalidOperation, msg);
     let indent: Option<usize> = kwargs.get("indent")?;
     let _ensure_ascii: Option<bool> = kwargs.get("ensure_ascii")?;
     let _sort_keys: Option<bool> = kwargs.get("sort_keys")?;
     kwargs.assert_all_used()?;
-    let json = serde_json::to_value(&value)
-        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
+    if indent.is_some_and(|n| n > MAX_INDENT) {
+        return Err(err(format!("tojson: indent is more than {MAX_INDENT}")));
+    }
+    charge_json(state, &value, 0)?;
+    let json = serde_json::to_value(&value).map_err(|e| err(format!("tojson: {e}")))?;
     Ok(to_python_json(&json, indent))
+}
+
+/// Largest `tojson` indent accepted.
+const MAX_INDENT: usize = 64;
+
+/// Walks `value` as `tojson` will, charging one unit of fuel per item (sized containers are
+/// charged whole before they are entered) and refusing nesting deeper than [`MAX_JSON_DEPTH`].
+fn charge_json(
+    state: &State,
+    value: &JValue,
+    depth: usize,
+) -> std::result::Result<(), minijinja::Error> {
+    use minijinja::value::ValueKind;
+    if depth > MAX_JSON_DEPTH {
+        return Err(minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("tojson: the value is nested deeper than {MAX_JSON_DEPTH}"),
+        ));
+    }
+    state.consume_fuel(1)?;
+    match value.kind() {
+        ValueKind::String => state.consume_fuel(value.as_str().map_or(0, str::len) as u64 / 64),
+        ValueKind::Seq | ValueKind::Map | ValueKind::Iterable => {
+            if let Some(n) = value.len() {
+                state.consume_fuel(n as u64)?;
+            }
+            let is_map = value.kind() == ValueKind::Map;
+            for item in value.try_iter()? {
+                charge_json(state, &item, depth + 1)?;
+                if is_map {
+                    charge_json(state, &value.get_item(&item)?, depth + 1)?;
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Python `json.dumps(value, ensure_ascii=False, indent=indent)`.

@@ -88,13 +88,14 @@ pub fn swiglu_ff(
     multiplier: Option<f64>,
     multiple_of: usize,
 ) -> usize {
+    // Saturating: a width read from a file may be anything; `validate` rejects the result.
     let mut ff = intermediate;
     if auto_adjust {
-        ff = 2 * ff / 3;
+        ff = ff / 3 * 2 + ff % 3 * 2 / 3; // 2 * ff / 3 without overflow
         if let Some(m) = multiplier {
             ff = (m * ff as f64) as usize;
             if multiple_of > 0 {
-                ff = multiple_of * ff.div_ceil(multiple_of);
+                ff = multiple_of.saturating_mul(ff.div_ceil(multiple_of));
             }
         }
     }
@@ -110,6 +111,7 @@ pub mod limits {
     pub const MAX_HEAD_DIM: usize = 1024;
     pub const MAX_FF: usize = 1 << 20;
     pub const MAX_CONV_KERNEL: usize = 64;
+    pub const MAX_CONTEXT: usize = 1 << 24;
 }
 
 impl Lfm2Config {
@@ -132,7 +134,27 @@ impl Lfm2Config {
         range("ff_size", self.ff_size, MAX_FF)?;
         range("num_layers", self.layers.len(), MAX_LAYERS)?;
         range("conv_kernel", self.conv_kernel, MAX_CONV_KERNEL)?;
-        if self.num_attention_layers() > 0 {
+        range(
+            "max_position_embeddings",
+            self.max_position_embeddings,
+            MAX_CONTEXT,
+        )?;
+        if self.num_attention_layers() == 0 {
+            // Unused, but sizes are computed from them: bounded all the same.
+            for (field, v, max) in [
+                ("num_heads", self.num_heads, MAX_HEADS),
+                ("num_kv_heads", self.num_kv_heads, MAX_HEADS),
+                ("head_dim", self.head_dim, MAX_HEAD_DIM),
+            ] {
+                if v > max {
+                    return Err(Error::config(
+                        file,
+                        field,
+                        format!("{v} is more than {max}"),
+                    ));
+                }
+            }
+        } else {
             range("num_heads", self.num_heads, MAX_HEADS)?;
             range("num_kv_heads", self.num_kv_heads, self.num_heads)?;
             range("head_dim", self.head_dim, MAX_HEAD_DIM)?;

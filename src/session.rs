@@ -575,5 +575,6 @@ mod run;
 
 // Session snapshots (save / restore).
 #[path = "session_snapshot.rs"]
+#[deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod snapshot;
 pub use snapshot::{SNAPSHOT_VERSION, SnapshotBuffer, SnapshotHeader, parse_snapshot};

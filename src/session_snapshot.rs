@@ -9,6 +9,8 @@
 //! draw for position `p` depends on the seed and `p` only), so seed and position are the whole
 //! RNG state, and a restored session continues exactly as an uninterrupted one.
 
+use std::ops::Range;
+
 use serde_json::{Value, json};
 
 use super::*;
@@ -95,7 +97,10 @@ impl Session {
         for ((name, b), slot) in bufs.iter().zip(&slots) {
             let bytes = slot.take()?;
             let n = b.size() as usize;
-            payload.extend_from_slice(&bytes[..n]);
+            let data = bytes.get(..n).ok_or_else(|| {
+                Error::Gpu(format!("snapshot {name}: read back fewer than {n} bytes"))
+            })?;
+            payload.extend_from_slice(data);
             list.push(json!({ "name": name, "bytes": n }));
         }
         let o = &self.opts;
@@ -142,87 +147,228 @@ impl Session {
             file: name.to_string(),
             msg,
         };
-        if bytes.len() < 24 || &bytes[..8] != MAGIC {
-            return Err(bad("not an lfm session snapshot (bad magic)".into()));
-        }
-        let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-        if version != SNAPSHOT_VERSION {
-            return Err(bad(format!(
-                "format version {version}; this build reads version {SNAPSHOT_VERSION}"
-            )));
-        }
-        let body = &bytes[..bytes.len() - 8];
-        let mut sum = [0u8; 8];
-        sum.copy_from_slice(&bytes[bytes.len() - 8..]);
-        if fnv1a(body) != u64::from_le_bytes(sum) {
+        let snap = parse_snapshot(bytes, name)?;
+        snap.check(&model.config, name)?;
+        let mut session = Session::new(model, snap.opts.clone())?;
+        if snap.model != session.fingerprint() {
             return Err(bad(
-                "checksum mismatch: the file is truncated or corrupt".into()
+                "it was saved with a different model (config, weights or formats differ)".into(),
             ));
         }
-        let hlen = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]) as usize;
-        if hlen > MAX_HEADER || 16 + hlen > body.len() {
-            return Err(bad(format!("header length {hlen} is out of bounds")));
+        let bufs = session.snapshot_buffers();
+        if snap.buffers.len() != bufs.len() {
+            return Err(bad(format!(
+                "{} buffers, a session of this model has {}",
+                snap.buffers.len(),
+                bufs.len()
+            )));
         }
-        let h: Value = serde_json::from_slice(&body[16..16 + hlen])
-            .map_err(|e| bad(format!("header: {e}")))?;
-        let field = |k: &str| h.get(k).ok_or_else(|| bad(format!("header lacks `{k}`")));
-        let uint = |k: &str| -> Result<usize> {
-            field(k)?
-                .as_u64()
-                .and_then(|v| usize::try_from(v).ok())
-                .ok_or_else(|| bad(format!("`{k}` is not an unsigned integer")))
+        let mut writes = Vec::with_capacity(bufs.len());
+        for (entry, (bname, buf)) in snap.buffers.iter().zip(&bufs) {
+            if entry.name != *bname || entry.bytes.len() as u64 != buf.size() {
+                return Err(bad(format!(
+                    "buffer `{}` of {} bytes where `{bname}` of {} was expected",
+                    entry.name,
+                    entry.bytes.len(),
+                    buf.size()
+                )));
+            }
+            let data = bytes
+                .get(entry.bytes.clone())
+                .ok_or_else(|| bad(format!("buffer `{bname}` runs past the end of the file")))?;
+            writes.push((*buf, data));
+        }
+        for (buf, data) in writes {
+            session.model.gpu.queue.write_buffer(buf, 0, data);
+        }
+        session.pos = snap.pos;
+        session.undelivered = snap.undelivered;
+        session.history = snap.history;
+        session.set_sampler(snap.sampler)?;
+        Ok(session)
+    }
+}
+
+/// One device buffer of a snapshot: its name and where its bytes lie in the snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotBuffer {
+    pub name: String,
+    pub bytes: Range<usize>,
+}
+
+/// A snapshot's header and layout, read and checked without a device (magic, version,
+/// checksum, header fields, buffer ranges, the device position). [`Session::restore`] reads it
+/// with [`parse_snapshot`], checks it against the model ([`SnapshotHeader::check`]) and then
+/// against a fresh session's buffers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SnapshotHeader {
+    /// Fingerprint of the model it was saved with.
+    pub model: String,
+    pub opts: SessionOptions,
+    pub pos: usize,
+    /// The last history token was sampled but not yet delivered to the caller.
+    pub undelivered: bool,
+    pub history: Vec<u32>,
+    pub sampler: SamplerConfig,
+    /// The device buffers in file order, the first being `state`.
+    pub buffers: Vec<SnapshotBuffer>,
+}
+
+/// Reads snapshot `bytes` (`name` appears in errors) as far as can be done without the model:
+/// every length is checked against the bytes present before it is used.
+pub fn parse_snapshot(bytes: &[u8], name: &str) -> Result<SnapshotHeader> {
+    let bad = |msg: String| Error::Snapshot {
+        file: name.to_string(),
+        msg,
+    };
+    let word = |at: usize| -> Option<u32> {
+        let b = bytes.get(at..at.checked_add(4)?)?;
+        Some(u32::from_le_bytes(b.try_into().ok()?))
+    };
+    if bytes.len() < 24 || bytes.get(..8) != Some(&MAGIC[..]) {
+        return Err(bad("not an lfm session snapshot (bad magic)".into()));
+    }
+    let version = word(8).unwrap_or(0);
+    if version != SNAPSHOT_VERSION {
+        return Err(bad(format!(
+            "format version {version}; this build reads version {SNAPSHOT_VERSION}"
+        )));
+    }
+    let (body, sum) = bytes.split_at(bytes.len() - 8);
+    let sum: [u8; 8] = sum.try_into().unwrap_or_default();
+    if fnv1a(body) != u64::from_le_bytes(sum) {
+        return Err(bad(
+            "checksum mismatch: the file is truncated or corrupt".into()
+        ));
+    }
+    let hlen = word(12).unwrap_or(u32::MAX) as usize;
+    let header = (hlen <= MAX_HEADER)
+        .then(|| body.get(16..16 + hlen))
+        .flatten()
+        .ok_or_else(|| bad(format!("header length {hlen} is out of bounds")))?;
+    let h: Value = serde_json::from_slice(header).map_err(|e| bad(format!("header: {e}")))?;
+    let field = |k: &str| h.get(k).ok_or_else(|| bad(format!("header lacks `{k}`")));
+    let uint = |k: &str| -> Result<usize> {
+        field(k)?
+            .as_u64()
+            .and_then(|v| usize::try_from(v).ok())
+            .ok_or_else(|| bad(format!("`{k}` is not an unsigned integer")))
+    };
+    let text = |k: &str| -> Result<String> {
+        field(k)?
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| bad(format!("`{k}` is not a string")))
+    };
+    let opts = SessionOptions {
+        ctx: uint("ctx")?,
+        chunk: uint("chunk")?,
+        logits_all: false,
+        kv: KvType::parse(&text("kv")?).map_err(|e| bad(e.to_string()))?,
+        on_full: OnFull::parse(&text("on_full")?).map_err(|e| bad(e.to_string()))?,
+        sinks: uint("sinks")?,
+    };
+    let pos = uint("pos")?;
+    let history: Vec<u32> = field("history")?
+        .as_array()
+        .ok_or_else(|| bad("`history` is not a list".into()))?
+        .iter()
+        .map(|v| v.as_u64().and_then(|v| u32::try_from(v).ok()))
+        .collect::<Option<_>>()
+        .ok_or_else(|| bad("`history` holds a value that is not a token id".into()))?;
+    let sp = field("sampler")?;
+    let f = |k: &str| -> Result<f64> {
+        sp.get(k)
+            .and_then(Value::as_f64)
+            .ok_or_else(|| bad(format!("sampler `{k}` is missing or not a number")))
+    };
+    let u = |k: &str| -> Result<u64> {
+        sp.get(k)
+            .and_then(Value::as_u64)
+            .ok_or_else(|| bad(format!("sampler `{k}` is missing or not an integer")))
+    };
+    let sampler = SamplerConfig {
+        temperature: f("temperature")? as f32,
+        top_k: u32::try_from(u("top_k")?).map_err(|_| bad("top_k is too large".into()))?,
+        top_p: f("top_p")? as f32,
+        min_p: f("min_p")? as f32,
+        repeat_penalty: f("repeat_penalty")? as f32,
+        repeat_last_n: u32::try_from(u("repeat_last_n")?)
+            .map_err(|_| bad("repeat_last_n is too large".into()))?,
+        seed: u("seed")?,
+    };
+    sampler.validate().map_err(|e| bad(e.to_string()))?;
+    let list = field("buffers")?
+        .as_array()
+        .ok_or_else(|| bad("`buffers` is not a list".into()))?;
+    let mut at = 16 + hlen;
+    let mut buffers = Vec::with_capacity(list.len().min(1024));
+    for entry in list {
+        let ename = entry.get("name").and_then(Value::as_str).unwrap_or("");
+        let n = entry.get("bytes").and_then(Value::as_u64);
+        let end = n
+            .and_then(|n| usize::try_from(n).ok())
+            .and_then(|n| at.checked_add(n))
+            .filter(|&end| end <= body.len())
+            .ok_or_else(|| bad(format!("buffer `{ename}` runs past the end of the file")))?;
+        buffers.push(SnapshotBuffer {
+            name: ename.to_string(),
+            bytes: at..end,
+        });
+        at = end;
+    }
+    if at != body.len() {
+        return Err(bad(format!(
+            "{} bytes after the last buffer",
+            body.len() - at
+        )));
+    }
+    let device_pos = buffers
+        .first()
+        .filter(|b| b.name == "state")
+        .and_then(|b| bytes.get(b.bytes.clone()))
+        .and_then(|s| s.get(..4))
+        .and_then(|s| <[u8; 4]>::try_from(s).ok())
+        .map(u32::from_le_bytes);
+    match device_pos {
+        None => {
+            return Err(bad(
+                "the first buffer is not a `state` of 4 bytes or more".into()
+            ));
+        }
+        Some(p) if p as usize != pos => {
+            return Err(bad("the device position disagrees with the header".into()));
+        }
+        Some(_) => {}
+    }
+    let undelivered = h.get("undelivered").and_then(Value::as_bool) == Some(true)
+        && pos.checked_add(1) == Some(history.len());
+    Ok(SnapshotHeader {
+        model: text("model")?,
+        opts,
+        pos,
+        undelivered,
+        history,
+        sampler,
+        buffers,
+    })
+}
+
+impl SnapshotHeader {
+    /// Checks the options, position and history against a model's config (`name` appears in
+    /// errors), before any device memory is allocated for them.
+    pub fn check(&self, c: &Lfm2Config, name: &str) -> Result<()> {
+        let bad = |msg: String| Error::Snapshot {
+            file: name.to_string(),
+            msg,
         };
-        let text = |k: &str| -> Result<String> {
-            field(k)?
-                .as_str()
-                .map(str::to_string)
-                .ok_or_else(|| bad(format!("`{k}` is not a string")))
-        };
-        let opts = SessionOptions {
-            ctx: uint("ctx")?,
-            chunk: uint("chunk")?,
-            logits_all: false,
-            kv: KvType::parse(&text("kv")?).map_err(|e| bad(e.to_string()))?,
-            on_full: OnFull::parse(&text("on_full")?).map_err(|e| bad(e.to_string()))?,
-            sinks: uint("sinks")?,
-        };
-        let pos = uint("pos")?;
-        let history: Vec<u32> = field("history")?
-            .as_array()
-            .ok_or_else(|| bad("`history` is not a list".into()))?
-            .iter()
-            .map(|v| v.as_u64().and_then(|v| u32::try_from(v).ok()))
-            .collect::<Option<_>>()
-            .ok_or_else(|| bad("`history` holds a value that is not a token id".into()))?;
-        let sp = field("sampler")?;
-        let f = |k: &str| -> Result<f64> {
-            sp.get(k)
-                .and_then(Value::as_f64)
-                .ok_or_else(|| bad(format!("sampler `{k}` is missing or not a number")))
-        };
-        let u = |k: &str| -> Result<u64> {
-            sp.get(k)
-                .and_then(Value::as_u64)
-                .ok_or_else(|| bad(format!("sampler `{k}` is missing or not an integer")))
-        };
-        let sampler = SamplerConfig {
-            temperature: f("temperature")? as f32,
-            top_k: u32::try_from(u("top_k")?).map_err(|_| bad("top_k is too large".into()))?,
-            top_p: f("top_p")? as f32,
-            min_p: f("min_p")? as f32,
-            repeat_penalty: f("repeat_penalty")? as f32,
-            repeat_last_n: u32::try_from(u("repeat_last_n")?)
-                .map_err(|_| bad("repeat_last_n is too large".into()))?,
-            seed: u("seed")?,
-        };
-        let model_fp = text("model")?;
-        let c = &model.config;
+        let (opts, pos, history) = (&self.opts, self.pos, &self.history);
         opts.check(c).map_err(|e| bad(e.to_string()))?;
         // The device bytes the session would take, before creating it.
         if opts.device_bytes(c) > (64u64 << 30) {
             return Err(bad("the session it describes is implausibly large".into()));
         }
-        if history.len() != pos && history.len() != pos + 1 {
+        if history.len() != pos && history.len() != pos.saturating_add(1) {
             return Err(bad(format!(
                 "history of {} tokens does not match position {pos}",
                 history.len()
@@ -239,64 +385,6 @@ impl Session {
                 opts.ctx
             )));
         }
-        let list = field("buffers")?
-            .as_array()
-            .ok_or_else(|| bad("`buffers` is not a list".into()))?;
-        let mut session = Session::new(model, opts)?;
-        if model_fp != session.fingerprint() {
-            return Err(bad(
-                "it was saved with a different model (config, weights or formats differ)".into(),
-            ));
-        }
-        let bufs = session.snapshot_buffers();
-        if list.len() != bufs.len() {
-            return Err(bad(format!(
-                "{} buffers, a session of this model has {}",
-                list.len(),
-                bufs.len()
-            )));
-        }
-        let mut at = 16 + hlen;
-        let mut writes = Vec::with_capacity(bufs.len());
-        for (entry, (bname, buf)) in list.iter().zip(&bufs) {
-            let ename = entry.get("name").and_then(Value::as_str).unwrap_or("");
-            let n = entry
-                .get("bytes")
-                .and_then(Value::as_u64)
-                .unwrap_or(u64::MAX);
-            if ename != bname || n != buf.size() {
-                return Err(bad(format!(
-                    "buffer `{ename}` of {n} bytes where `{bname}` of {} was expected",
-                    buf.size()
-                )));
-            }
-            let end = at + n as usize;
-            if end > body.len() {
-                return Err(bad(format!(
-                    "buffer `{bname}` runs past the end of the file"
-                )));
-            }
-            writes.push((*buf, &body[at..end]));
-            at = end;
-        }
-        if at != body.len() {
-            return Err(bad(format!(
-                "{} bytes after the last buffer",
-                body.len() - at
-            )));
-        }
-        let state = &body[16 + hlen..16 + hlen + 4];
-        if u32::from_le_bytes([state[0], state[1], state[2], state[3]]) as usize != pos {
-            return Err(bad("the device position disagrees with the header".into()));
-        }
-        for (buf, data) in writes {
-            session.model.gpu.queue.write_buffer(buf, 0, data);
-        }
-        session.pos = pos;
-        session.undelivered =
-            h.get("undelivered").and_then(Value::as_bool) == Some(true) && history.len() == pos + 1;
-        session.history = history;
-        session.set_sampler(sampler)?;
-        Ok(session)
+        Ok(())
     }
 }

@@ -74,6 +74,83 @@ fn config_ids(cfg: Option<&Value>, key: &str) -> Vec<u32> {
     }
 }
 
+/// Checks what `tokenizers` 0.23 would panic on instead of returning an error: a JSON syntax
+/// error inside `decoder` (`decoders/mod.rs`, `expect("Helper")`), a malformed `Precompiled`
+/// normalizer (`normalizers/mod.rs`, `expect("Precompiled")`), and a `TemplateProcessing`
+/// post-processor naming a special token it does not define or the second sequence in its
+/// single-sequence template (`processors/template.rs` indexes both when encoding; only its
+/// builder validates them, not its deserializer). Precompiled (SentencePiece) normalizers are
+/// refused whole: LFM2's tokenizer is byte-level BPE, and their charsmap is a binary trie.
+fn check_hf_json(bytes: &[u8], source: &str) -> Result<()> {
+    let v: Value = serde_json::from_slice(bytes)
+        .map_err(|e| tok_err(source, format!("malformed JSON: {e}")))?;
+    fn has_precompiled(v: &Value) -> bool {
+        match v {
+            Value::Object(o) => {
+                o.get("type").and_then(Value::as_str) == Some("Precompiled")
+                    || o.contains_key("precompiled_charsmap")
+                    || o.values().any(has_precompiled)
+            }
+            Value::Array(a) => a.iter().any(has_precompiled),
+            _ => false,
+        }
+    }
+    if v.get("normalizer").is_some_and(has_precompiled) {
+        return Err(Error::unsupported(
+            "tokenizer normalizer",
+            format!("{source}: Precompiled (SentencePiece); LFM2 tokenizers are byte-level BPE"),
+        ));
+    }
+    match v.get("post_processor") {
+        Some(p) => {
+            check_post_processor(p).map_err(|m| tok_err(source, format!("post_processor: {m}")))
+        }
+        None => Ok(()),
+    }
+}
+
+/// See [`check_hf_json`]: every `TemplateProcessing` (also inside a `Sequence`) defines the
+/// special tokens its templates use, with as many ids as tokens, and its `single` template
+/// uses sequence A only.
+fn check_post_processor(p: &Value) -> std::result::Result<(), String> {
+    match p.get("type").and_then(Value::as_str) {
+        Some("Sequence") => p
+            .get("processors")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .try_for_each(check_post_processor),
+        Some("TemplateProcessing") => {
+            let specials = p.get("special_tokens").and_then(Value::as_object);
+            for (name, tok) in specials.into_iter().flatten() {
+                let len = |k: &str| tok.get(k).and_then(Value::as_array).map(Vec::len);
+                if len("ids") != len("tokens") {
+                    return Err(format!(
+                        "special token `{name}` has a different number of ids and tokens"
+                    ));
+                }
+            }
+            for key in ["single", "pair"] {
+                let pieces = p.get(key).and_then(Value::as_array);
+                for piece in pieces.into_iter().flatten() {
+                    if let Some(id) = piece.pointer("/SpecialToken/id").and_then(Value::as_str)
+                        && !specials.is_some_and(|m| m.contains_key(id))
+                    {
+                        return Err(format!("`{key}` uses special token `{id}`, not defined"));
+                    }
+                    if key == "single"
+                        && piece.pointer("/Sequence/id").and_then(Value::as_str) == Some("B")
+                    {
+                        return Err("`single` uses the second sequence `$B`".into());
+                    }
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
 fn parse_json_file(bytes: Option<&[u8]>, name: &str) -> Result<Option<Value>> {
     bytes
         .map(|b| {
@@ -113,6 +190,7 @@ impl Tokenizer {
                 .display()
                 .to_string()
         };
+        check_hf_json(tokenizer_json, source_name)?;
         let inner = HfTokenizer::from_bytes(tokenizer_json).map_err(|e| tok_err(source_name, e))?;
         let cfg = parse_json_file(tokenizer_config, &sibling("tokenizer_config.json"))?;
         let gen_cfg = parse_json_file(generation_config, &sibling("generation_config.json"))?;
@@ -228,6 +306,14 @@ impl Tokenizer {
         let tokens = g
             .get_str_arr("tokenizer.ggml.tokens")?
             .ok_or_else(|| Error::config(file, "tokenizer.ggml.tokens", "missing"))?;
+        let max = crate::config::limits::MAX_VOCAB;
+        if tokens.is_empty() || tokens.len() > max {
+            return Err(Error::config(
+                file,
+                "tokenizer.ggml.tokens",
+                format!("{} tokens, outside 1..={max}", tokens.len()),
+            ));
+        }
         let types: Vec<i64> = match g.get_arr("tokenizer.ggml.token_type")? {
             Some(arr) => arr
                 .iter()
@@ -252,6 +338,13 @@ impl Tokenizer {
             ));
         }
         let merges = g.get_str_arr("tokenizer.ggml.merges")?.unwrap_or_default();
+        if merges.len() > max {
+            return Err(Error::config(
+                file,
+                "tokenizer.ggml.merges",
+                format!("{} merges, more than {max}", merges.len()),
+            ));
+        }
         let merges = merges
             .iter()
             .enumerate()
@@ -262,8 +355,8 @@ impl Tokenizer {
                     .skip(1)
                     .find(|&(_, c)| c == ' ')
                     .map(|(p, _)| p);
-                match pos {
-                    Some(p) => Ok(json!([&m[..p], &m[p + 1..]])),
+                match pos.map(|p| m.split_at(p)) {
+                    Some((a, b)) => Ok(json!([a, b.strip_prefix(' ').unwrap_or(b)])),
                     None => Err(Error::config(
                         file,
                         "tokenizer.ggml.merges",
@@ -452,6 +545,25 @@ impl Tokenizer {
     }
 }
 
+/// Parses token ids as the command line takes them: `1,2,3` (spaces around an id are
+/// allowed). An empty entry or one that is not a u32 is an error naming its position.
+pub fn parse_ids(s: &str) -> Result<Vec<u32>> {
+    s.split(',')
+        .enumerate()
+        .map(|(i, part)| {
+            let t = part.trim();
+            t.parse::<u32>().map_err(|e| {
+                let shown: String = t.chars().take(24).collect();
+                let more = if shown.len() < t.len() { "…" } else { "" };
+                Error::InvalidArgument(format!(
+                    "token id {} of the list, {shown:?}{more}, is not a token id ({e})",
+                    i + 1
+                ))
+            })
+        })
+        .collect()
+}
+
 /// Incremental detokenizer: push ids one at a time and get the newly completed text. Text that
 /// ends inside a UTF-8 character is held back until the character completes, so the
 /// concatenation of every `push` and the final `finish` equals `decode(all ids)`.
@@ -488,8 +600,11 @@ impl StreamDecoder {
     }
 
     fn emit(&mut self, tok: &Tokenizer, force: bool) -> Result<String> {
-        let before = tok.decode(&self.ids[self.prefix..self.read], self.skip_special)?;
-        let all = tok.decode(&self.ids[self.prefix..], self.skip_special)?;
+        // prefix <= read <= ids.len() always (both only move up to ids.len()).
+        let window = self.ids.get(self.prefix..).unwrap_or_default();
+        let done = window.get(..self.read - self.prefix).unwrap_or_default();
+        let before = tok.decode(done, self.skip_special)?;
+        let all = tok.decode(window, self.skip_special)?;
         let held = self.ids.len() - self.read;
         if held == 0 || (!force && held < MAX_HELD && all.ends_with('\u{FFFD}')) {
             return Ok(String::new());

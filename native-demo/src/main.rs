@@ -114,8 +114,9 @@ pub struct RunArgs {
     #[arg(short = 'p', long = "prompt", conflicts_with = "prompt_ids")]
     pub prompt: Option<String>,
     /// Prompt token ids, fed exactly as given (no BOS added), e.g. 1,2,3.
-    #[arg(long = "prompt-ids", value_delimiter = ',')]
-    pub prompt_ids: Option<Vec<u32>>,
+    // `::std::vec::Vec`: clap takes the list whole, parsed by `lfm::tokenizer::parse_ids`.
+    #[arg(long = "prompt-ids", value_parser = lfm::tokenizer::parse_ids)]
+    pub prompt_ids: Option<::std::vec::Vec<u32>>,
     /// Tokens to generate.
     #[arg(short = 'n', long = "n-predict", default_value_t = 64)]
     pub n: usize,
@@ -157,8 +158,8 @@ pub struct EvalArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Prompt token ids, e.g. 1,2,3.
-    #[arg(long = "prompt-ids", value_delimiter = ',', required = true)]
-    pub prompt_ids: Vec<u32>,
+    #[arg(long = "prompt-ids", value_parser = lfm::tokenizer::parse_ids, required = true)]
+    pub prompt_ids: ::std::vec::Vec<u32>,
     /// Output .npy: [T, vocab] little-endian f32.
     #[arg(long = "logits-out")]
     pub logits_out: PathBuf,

@@ -1062,6 +1062,9 @@ fn errors_are_reported_cleanly() {
         npy,
     ])
     .assert_error(&["400", "vocab"]);
+    // A malformed id list names the entry (lfm::tokenizer::parse_ids).
+    lfm(&["run", "-m", &m, "--prompt-ids", "1, 2,x", "-n", "1"])
+        .assert_error(&["token id 3 of the list", "\"x\""]);
 
     // An invalid sampler setting, greedy or not.
     for temp in ["0", "0.7"] {

@@ -6,8 +6,9 @@
 //! then the data section. [`GgufFile::parse`] works on a prefix holding at least the header, so a
 //! browser can feed it the start of a `Blob`; [`Error::NeedMoreBytes`] says how much to read.
 //!
-//! Every count is checked against the bytes left in the file before anything is allocated,
-//! every tensor's data range against the file length.
+//! Every count and length is checked against the bytes left in the file and against a sane
+//! bound (`MAX_*` below) before anything is allocated, every tensor's data range against the
+//! file length; errors name the field.
 
 use std::collections::HashMap;
 
@@ -22,6 +23,18 @@ pub const DEFAULT_ALIGNMENT: u64 = 32;
 const MAX_ARRAY_DEPTH: usize = 8;
 /// Most dimensions a tensor may have.
 const MAX_DIMS: usize = 4;
+/// Most tensors an index may list (an LFM2 has a few hundred).
+pub const MAX_TENSORS: u64 = 1 << 16;
+/// Most metadata keys (a model has a few dozen).
+pub const MAX_METADATA_KEYS: u64 = 1 << 16;
+/// Most metadata values in all arrays together (a 256K vocabulary with its merges and token
+/// types is under 1M); each takes 32 bytes in memory, whatever its size in the file.
+pub const MAX_METADATA_VALUES: u64 = 1 << 24;
+/// Longest metadata key (the GGUF spec's limit) and tensor name.
+pub const MAX_KEY_LEN: u64 = 65535;
+pub const MAX_TENSOR_NAME_LEN: u64 = 1024;
+/// Longest string value (chat templates are tens of KiB).
+pub const MAX_STRING_LEN: u64 = 16 << 20;
 
 /// One tensor of the index, as the file states it.
 #[derive(Clone, Debug, PartialEq)]
@@ -67,6 +80,8 @@ struct Reader<'a> {
     pos: usize,
     file_len: u64,
     file: &'a str,
+    /// Metadata array elements still allowed ([`MAX_METADATA_VALUES`]).
+    values_left: u64,
 }
 
 impl<'a> Reader<'a> {
@@ -75,15 +90,17 @@ impl<'a> Reader<'a> {
     }
 
     fn take(&mut self, n: usize, what: &dyn Fn() -> String) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n);
-        match end {
-            Some(end) if end <= self.buf.len() => {
-                let s = &self.buf[self.pos..end];
+        let bytes = self
+            .pos
+            .checked_add(n)
+            .and_then(|end| Some((end, self.buf.get(self.pos..end)?)));
+        match bytes {
+            Some((end, s)) => {
                 self.pos = end;
                 Ok(s)
             }
-            _ => {
-                let need = self.pos as u64 + n as u64;
+            None => {
+                let need = (self.pos as u64).saturating_add(n as u64);
                 if need <= self.file_len && (self.buf.len() as u64) < self.file_len {
                     Err(Error::NeedMoreBytes {
                         file: self.file.to_string(),
@@ -106,16 +123,43 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// The next `N` bytes as an array.
+    fn array<const N: usize>(&mut self, what: &dyn Fn() -> String) -> Result<[u8; N]> {
+        let b = self.take(N, what)?;
+        // `take` returned exactly N bytes.
+        Ok(b.try_into().unwrap_or([0; N]))
+    }
+
+    fn u8(&mut self, what: &dyn Fn() -> String) -> Result<u8> {
+        Ok(u8::from_le_bytes(self.array(what)?))
+    }
+
+    fn u16(&mut self, what: &dyn Fn() -> String) -> Result<u16> {
+        Ok(u16::from_le_bytes(self.array(what)?))
+    }
+
     fn u32(&mut self, what: &dyn Fn() -> String) -> Result<u32> {
-        let b = self.take(4, what)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        Ok(u32::from_le_bytes(self.array(what)?))
     }
 
     fn u64(&mut self, what: &dyn Fn() -> String) -> Result<u64> {
-        let b = self.take(8, what)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_le_bytes(a))
+        Ok(u64::from_le_bytes(self.array(what)?))
+    }
+
+    /// Checks `count` (of the field `what()` names) against a sane upper bound `max`.
+    fn check_max(&self, count: u64, max: u64, what: &dyn Fn() -> String) -> Result<()> {
+        if count > max {
+            return Err(Error::format(
+                self.file,
+                format!(
+                    "{} is {count}, more than the {max} this reader accepts (corrupt or hostile \
+                     file; offset {})",
+                    what(),
+                    self.pos
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Checks that `count` items of at least `min_size` bytes each can fit in the file.
@@ -139,9 +183,11 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn string(&mut self, what: &dyn Fn() -> String) -> Result<String> {
+    /// A length-prefixed UTF-8 string of at most `max` bytes.
+    fn string(&mut self, max: u64, what: &dyn Fn() -> String) -> Result<String> {
         let len = self.u64(&|| format!("length of {}", what()))?;
         let len = self.check_count(len, 1, &|| format!("length of {}", what()))?;
+        self.check_max(len as u64, max, &|| format!("length of {}", what()))?;
         let bytes = self.take(len, what)?;
         String::from_utf8(bytes.to_vec())
             .map_err(|e| Error::format(self.file, format!("{} is not valid UTF-8: {e}", what())))
@@ -150,20 +196,14 @@ impl<'a> Reader<'a> {
     fn value(&mut self, ty: GgufType, key: &str, depth: usize) -> Result<GgufValue> {
         let what = || format!("value of `{key}`");
         let v = match ty {
-            GgufType::U8 => GgufValue::U8(self.take(1, &what)?[0]),
-            GgufType::I8 => GgufValue::I8(self.take(1, &what)?[0] as i8),
-            GgufType::U16 => {
-                let b = self.take(2, &what)?;
-                GgufValue::U16(u16::from_le_bytes([b[0], b[1]]))
-            }
-            GgufType::I16 => {
-                let b = self.take(2, &what)?;
-                GgufValue::I16(i16::from_le_bytes([b[0], b[1]]))
-            }
+            GgufType::U8 => GgufValue::U8(self.u8(&what)?),
+            GgufType::I8 => GgufValue::I8(self.u8(&what)? as i8),
+            GgufType::U16 => GgufValue::U16(self.u16(&what)?),
+            GgufType::I16 => GgufValue::I16(self.u16(&what)? as i16),
             GgufType::U32 => GgufValue::U32(self.u32(&what)?),
             GgufType::I32 => GgufValue::I32(self.u32(&what)? as i32),
             GgufType::F32 => GgufValue::F32(f32::from_bits(self.u32(&what)?)),
-            GgufType::Bool => match self.take(1, &what)?[0] {
+            GgufType::Bool => match self.u8(&what)? {
                 0 => GgufValue::Bool(false),
                 1 => GgufValue::Bool(true),
                 b => {
@@ -173,7 +213,7 @@ impl<'a> Reader<'a> {
                     ));
                 }
             },
-            GgufType::String => GgufValue::String(self.string(&what)?),
+            GgufType::String => GgufValue::String(self.string(MAX_STRING_LEN, &what)?),
             GgufType::U64 => GgufValue::U64(self.u64(&what)?),
             GgufType::I64 => GgufValue::I64(self.u64(&what)? as i64),
             GgufType::F64 => GgufValue::F64(f64::from_bits(self.u64(&what)?)),
@@ -193,6 +233,13 @@ impl<'a> Reader<'a> {
                 })?;
                 let n = self.u64(&|| format!("length of `{key}`"))?;
                 let n = self.check_count(n, et.min_size(), &|| format!("array `{key}`"))?;
+                self.check_max(n as u64, self.values_left, &|| {
+                    format!(
+                        "length of array `{key}` (all arrays together may hold \
+                         {MAX_METADATA_VALUES} values)"
+                    )
+                })?;
+                self.values_left -= n as u64;
                 let mut items = Vec::with_capacity(n.min(1 << 16));
                 for _ in 0..n {
                     items.push(self.value(et, key, depth + 1)?);
@@ -236,6 +283,7 @@ impl GgufFile {
             pos: 0,
             file_len,
             file: file_name,
+            values_left: MAX_METADATA_VALUES,
         };
         let magic = r.take(4, &|| "magic".to_string())?;
         if magic != b"GGUF" {
@@ -272,11 +320,17 @@ impl GgufFile {
         let n_kv = r.check_count(n_kv, 13, &|| "metadata".to_string())?;
         // Smallest tensor info: name length (8) + n_dims (4) + one dim (8) + type (4) + offset (8).
         let n_tensors = r.check_count(n_tensors, 32, &|| "tensor infos".to_string())?;
+        r.check_max(n_tensors as u64, MAX_TENSORS, &|| {
+            "tensor count".to_string()
+        })?;
+        r.check_max(n_kv as u64, MAX_METADATA_KEYS, &|| {
+            "metadata count".to_string()
+        })?;
 
         let mut metadata = Vec::with_capacity(n_kv.min(1024));
         let mut kv_index = HashMap::new();
         for i in 0..n_kv {
-            let key = r.string(&|| format!("key of metadata entry {i}"))?;
+            let key = r.string(MAX_KEY_LEN, &|| format!("key of metadata entry {i}"))?;
             let ty = r.u32(&|| format!("type of metadata `{key}`"))?;
             let ty = GgufType::from_u32(ty).ok_or_else(|| {
                 Error::format(
@@ -349,7 +403,7 @@ impl GgufFile {
         let data_len = self.file_len - self.data_offset;
         let (file, align) = (&self.file_name, self.alignment);
         for t in &mut self.tensors {
-            let row = t.ne[0];
+            let row = t.ne.first().copied().unwrap_or(0);
             let row_bytes = usize::try_from(row)
                 .ok()
                 .and_then(|n| t.format.row_bytes(n))
@@ -364,10 +418,11 @@ impl GgufFile {
                         ),
                     )
                 })?;
-            let size = t.ne[1..]
-                .iter()
-                .try_fold(row_bytes as u64, |acc, &d| acc.checked_mul(d))
-                .ok_or_else(|| Error::tensor(file, &t.name, "data size overflows"))?;
+            let size =
+                t.ne.iter()
+                    .skip(1)
+                    .try_fold(row_bytes as u64, |acc, &d| acc.checked_mul(d))
+                    .ok_or_else(|| Error::tensor(file, &t.name, "data size overflows"))?;
             t.size = size;
             if t.offset % align != 0 {
                 return Err(Error::tensor(
@@ -396,11 +451,16 @@ impl GgufFile {
     }
 
     pub fn get(&self, key: &str) -> Option<&GgufValue> {
-        self.kv_index.get(key).map(|&i| &self.metadata[i].1)
+        self.kv_index
+            .get(key)
+            .and_then(|&i| self.metadata.get(i))
+            .map(|(_, v)| v)
     }
 
     pub fn tensor(&self, name: &str) -> Option<&GgufTensorInfo> {
-        self.tensor_index.get(name).map(|&i| &self.tensors[i])
+        self.tensor_index
+            .get(name)
+            .and_then(|&i| self.tensors.get(i))
     }
 
     pub fn has_tensor(&self, name: &str) -> bool {
@@ -537,7 +597,7 @@ impl GgufFile {
 
 fn read_tensor_info(r: &mut Reader<'_>, i: usize) -> Result<GgufTensorInfo> {
     let file = r.file;
-    let name = r.string(&|| format!("name of tensor {i}"))?;
+    let name = r.string(MAX_TENSOR_NAME_LEN, &|| format!("name of tensor {i}"))?;
     let n_dims = r.u32(&|| format!("n_dims of tensor `{name}`"))? as usize;
     if n_dims == 0 || n_dims > MAX_DIMS {
         return Err(Error::tensor(

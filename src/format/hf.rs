@@ -116,33 +116,7 @@ pub(crate) fn open_dir(
 fn list_shards(dir: &Path) -> Result<Vec<PathBuf>> {
     let index_path = dir.join("model.safetensors.index.json");
     if let Some(bytes) = read_optional(&index_path)? {
-        let file = index_path.display().to_string();
-        let index: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::format(&file, format!("malformed JSON: {e}")))?;
-        let map = index
-            .get("weight_map")
-            .and_then(Value::as_object)
-            .ok_or_else(|| Error::format(&file, "no `weight_map` object"))?;
-        let mut names: Vec<&str> = Vec::new();
-        for (tensor, shard) in map {
-            let shard = shard.as_str().ok_or_else(|| {
-                Error::tensor(&file, tensor, "weight_map entry is not a file name")
-            })?;
-            if shard.contains('/') || shard.contains('\\') || shard.starts_with('.') {
-                return Err(Error::tensor(
-                    &file,
-                    tensor,
-                    format!("shard name `{shard}` is not a plain file name"),
-                ));
-            }
-            if !names.contains(&shard) {
-                names.push(shard);
-            }
-        }
-        names.sort_unstable();
-        if names.is_empty() {
-            return Err(Error::format(&file, "`weight_map` is empty"));
-        }
+        let names = parse_shard_index(&bytes, &index_path.display().to_string())?;
         return Ok(names.into_iter().map(|n| dir.join(n)).collect());
     }
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir.display(), e))?;
@@ -161,6 +135,42 @@ fn list_shards(dir: &Path) -> Result<Vec<PathBuf>> {
         ));
     }
     Ok(shards)
+}
+
+/// The shard file names a `model.safetensors.index.json` lists (sorted, each once). Each must be
+/// a plain file name (no directory, not hidden), so a hostile index cannot reach outside the
+/// model directory.
+pub fn parse_shard_index(bytes: &[u8], file: &str) -> Result<Vec<String>> {
+    let index: Value = serde_json::from_slice(bytes)
+        .map_err(|e| Error::format(file, format!("malformed JSON: {e}")))?;
+    let map = index
+        .get("weight_map")
+        .and_then(Value::as_object)
+        .ok_or_else(|| Error::format(file, "no `weight_map` object"))?;
+    let mut names: Vec<&str> = Vec::new();
+    for (tensor, shard) in map {
+        let shard = shard
+            .as_str()
+            .ok_or_else(|| Error::tensor(file, tensor, "weight_map entry is not a file name"))?;
+        if shard.is_empty()
+            || shard.contains('/')
+            || shard.contains(['\\', ':'])
+            || shard.starts_with('.')
+        {
+            return Err(Error::tensor(
+                file,
+                tensor,
+                format!("shard name `{shard}` is not a plain file name"),
+            ));
+        }
+        names.push(shard);
+    }
+    names.sort_unstable();
+    names.dedup();
+    if names.is_empty() {
+        return Err(Error::format(file, "`weight_map` is empty"));
+    }
+    Ok(names.into_iter().map(str::to_string).collect())
 }
 
 /// Adds the tensors of one safetensors file (`bytes`) to `out`, renamed to GGUF names.
@@ -194,7 +204,7 @@ pub fn index_safetensors(
         };
         let mut shape = info.shape.clone();
         if name.ends_with("shortconv.conv.weight") {
-            if shape.len() != 3 || shape[1] != 1 {
+            if shape.len() != 3 || shape.get(1) != Some(&1) {
                 return Err(Error::Shape {
                     file: file.to_string(),
                     tensor: hf_name.clone(),
@@ -400,7 +410,9 @@ fn hf_layer_kinds(j: &Json<'_>, n_layers: usize) -> Result<Vec<LayerKind>> {
                         format!("entry {x} is not a layer index below {n_layers}"),
                     )
                 })?;
-            kinds[i] = LayerKind::Attention;
+            if let Some(k) = kinds.get_mut(i) {
+                *k = LayerKind::Attention;
+            }
         }
         return Ok(kinds);
     }

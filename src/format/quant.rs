@@ -127,28 +127,29 @@ impl QuantFormat {
         }
         let start = out.len();
         out.resize(start + bytes.len() / bb * self.block_elems(), 0.0);
-        let y = &mut out[start..];
+        let y = out.get_mut(start..).unwrap_or_default();
+        let word = |c: &[u8]| <[u8; 2]>::try_from(c).unwrap_or_default();
         match self {
             QuantFormat::F32 => {
                 for (v, c) in y.iter_mut().zip(bytes.chunks_exact(4)) {
-                    *v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                    *v = f32::from_le_bytes(c.try_into().unwrap_or_default());
                 }
             }
             QuantFormat::F16 => {
                 for (v, c) in y.iter_mut().zip(bytes.chunks_exact(2)) {
-                    *v = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
+                    *v = half::f16::from_le_bytes(word(c)).to_f32();
                 }
             }
             QuantFormat::BF16 => {
                 for (v, c) in y.iter_mut().zip(bytes.chunks_exact(2)) {
-                    *v = half::bf16::from_le_bytes([c[0], c[1]]).to_f32();
+                    *v = half::bf16::from_le_bytes(word(c)).to_f32();
                 }
             }
-            QuantFormat::Q4_0 => dequant_blocks::<BlockQ4_0>(bytes, y),
-            QuantFormat::Q8_0 => dequant_blocks::<BlockQ8_0>(bytes, y),
-            QuantFormat::Q4K => dequant_blocks::<BlockQ4K>(bytes, y),
-            QuantFormat::Q5K => dequant_blocks::<BlockQ5K>(bytes, y),
-            QuantFormat::Q6K => dequant_blocks::<BlockQ6K>(bytes, y),
+            QuantFormat::Q4_0 => dequant_blocks::<BlockQ4_0>(bytes, y)?,
+            QuantFormat::Q8_0 => dequant_blocks::<BlockQ8_0>(bytes, y)?,
+            QuantFormat::Q4K => dequant_blocks::<BlockQ4K>(bytes, y)?,
+            QuantFormat::Q5K => dequant_blocks::<BlockQ5K>(bytes, y)?,
+            QuantFormat::Q6K => dequant_blocks::<BlockQ6K>(bytes, y)?,
         }
         Ok(())
     }
@@ -163,14 +164,21 @@ impl QuantFormat {
 
 /// Splits `bytes` into `B` blocks and decodes each into its `B::ELEMS` outputs. The caller has
 /// checked that `bytes` is a whole number of blocks and `y` has room for them.
-fn dequant_blocks<B: Block>(bytes: &[u8], y: &mut [f32]) {
-    let blocks: &[B] = bytemuck::cast_slice(bytes);
+fn dequant_blocks<B: Block>(bytes: &[u8], y: &mut [f32]) -> Result<(), String> {
+    // Blocks are byte arrays (alignment 1), so only a partial block could fail here.
+    let blocks: &[B] = bytemuck::try_cast_slice(bytes).map_err(|e| format!("{e}"))?;
     for (b, out) in blocks.iter().zip(y.chunks_exact_mut(B::ELEMS)) {
         b.dequantize(out);
     }
+    Ok(())
 }
 
 /// A ggml block: a fixed number of elements stored in a fixed, packed byte layout.
+///
+/// The block decoders below index fixed-size arrays with indices that depend only on the block
+/// layout, never on the data (`y` is always one block's `ELEMS` outputs), so they cannot panic
+/// on any file; tests/quant.rs decodes every format and tests/fuzz_regressions.rs (`gguf`)
+/// decodes arbitrary bytes. Hence the `allow(clippy::indexing_slicing)` on them.
 pub trait Block: bytemuck::Pod {
     const FORMAT: QuantFormat;
     const ELEMS: usize;
@@ -248,6 +256,7 @@ const _: () = assert!(size_of::<BlockQ6K>() == QuantFormat::Q6K.block_bytes());
 /// their low six bits, bytes 4..8 m0..3; bytes 8..12 hold the low four bits of sc4..7 (low
 /// nibble) and m4..7 (high nibble), whose top two bits sit in bits 6..8 of bytes 0..4 (sc) and
 /// 4..8 (m).
+#[allow(clippy::indexing_slicing)] // j < 8: see `Block`
 pub fn scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
@@ -259,6 +268,7 @@ pub fn scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
     }
 }
 
+#[allow(clippy::indexing_slicing)] // layout-only indices: see `Block`
 impl Block for BlockQ4_0 {
     const FORMAT: QuantFormat = QuantFormat::Q4_0;
     const ELEMS: usize = 32;
@@ -282,6 +292,7 @@ impl Block for BlockQ8_0 {
     }
 }
 
+#[allow(clippy::indexing_slicing)] // layout-only indices: see `Block`
 impl Block for BlockQ4K {
     const FORMAT: QuantFormat = QuantFormat::Q4K;
     const ELEMS: usize = 256;
@@ -305,6 +316,7 @@ impl Block for BlockQ4K {
     }
 }
 
+#[allow(clippy::indexing_slicing)] // layout-only indices: see `Block`
 impl Block for BlockQ5K {
     const FORMAT: QuantFormat = QuantFormat::Q5K;
     const ELEMS: usize = 256;
@@ -330,6 +342,7 @@ impl Block for BlockQ5K {
     }
 }
 
+#[allow(clippy::indexing_slicing)] // layout-only indices: see `Block`
 impl Block for BlockQ6K {
     const FORMAT: QuantFormat = QuantFormat::Q6K;
     const ELEMS: usize = 256;

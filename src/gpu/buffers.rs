@@ -101,10 +101,18 @@ impl Gpu {
         Ok(bytemuck::cast_slice(&bytes).to_vec())
     }
 
-    /// Polls the device until `done()` is true (native: blocking waits; no busy loop).
+    /// Polls the device until `done()` is true (native: blocking waits; no busy loop). The
+    /// browser cannot block: there it is an error (the async paths await instead).
     pub fn wait_for(&self, done: impl Fn() -> bool) -> Result<()> {
+        #[cfg(not(target_arch = "wasm32"))]
         while !done() {
             self.wait_submission(None)?;
+        }
+        #[cfg(target_arch = "wasm32")]
+        if !done() {
+            return Err(Error::Gpu(
+                "a blocking readback is not possible in the browser".into(),
+            ));
         }
         Ok(())
     }
