@@ -61,16 +61,35 @@ pub struct Gpu {
 
 /// What the device reported on its own: its loss, and errors outside any error scope. Without
 /// this wgpu's default handler would panic; here they become errors of the request running.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Faults {
     lost: Arc<Mutex<Option<String>>>,
     errors: Arc<Mutex<Vec<(bool, String)>>>,
+    on_lost: Arc<Mutex<Option<LostHook>>>,
+}
+
+type LostHook = Box<dyn Fn(&str) + Send>;
+
+impl std::fmt::Debug for Faults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Faults")
+            .field("lost", &self.lost)
+            .field("errors", &self.errors)
+            .finish()
+    }
 }
 
 impl Faults {
-    /// Routes `device`'s uncaptured errors and its loss here. (The browser build attaches its
-    /// own handlers, which also tell the page.)
-    pub fn attach(&self, device: &wgpu::Device) {
+    /// Calls `f(message)` when the device is lost other than by being dropped (the browser
+    /// tells the page at once, even while no request runs).
+    pub fn on_lost(&self, f: impl Fn(&str) + Send + 'static) {
+        if let Ok(mut h) = self.on_lost.lock() {
+            *h = Some(Box::new(f));
+        }
+    }
+
+    /// Routes `device`'s uncaptured errors and its loss here.
+    fn attach(&self, device: &wgpu::Device) {
         let errors = self.errors.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
             let oom = matches!(e, wgpu::Error::OutOfMemory { .. });
@@ -79,9 +98,17 @@ impl Faults {
             }
         }));
         let lost = self.lost.clone();
+        let hook = self.on_lost.clone();
         device.set_device_lost_callback(move |reason, msg| {
+            let text = format!("{reason:?}: {msg}");
             if let Ok(mut l) = lost.lock() {
-                l.get_or_insert_with(|| format!("{reason:?}: {msg}"));
+                l.get_or_insert_with(|| text.clone());
+            }
+            // Dropping the device (unloading a model) destroys it: nobody to tell.
+            if reason != wgpu::DeviceLostReason::Destroyed
+                && let Some(f) = hook.lock().ok().as_deref().and_then(Option::as_ref)
+            {
+                f(&text);
             }
         });
     }

@@ -22,7 +22,7 @@ use wasm_bindgen_futures::future_to_promise;
 use web_sys::Blob;
 
 use crate::blob::{BlobSource, open_header};
-use crate::errors::{DeviceEvents, Kind, WebError, WebResult};
+use crate::errors::{Kind, WebError, WebResult};
 
 thread_local! {
     /// Called with a message when the device is lost outside any request.
@@ -103,7 +103,6 @@ struct Loaded {
     tok: Tokenizer,
     session: Session,
     conversation: Conversation,
-    events: DeviceEvents,
 }
 
 #[derive(Default)]
@@ -262,8 +261,8 @@ impl Engine {
             report("header", size, size);
             let needs = lfm::model::device_needs(&file)?;
             let gpu = Gpu::new(&GpuOptions::default(), &needs).await?;
-            let events = DeviceEvents::default();
-            events.attach(&gpu.device);
+            // Tell the page at once when the device goes away, even between requests.
+            gpu.faults.on_lost(notify_device_lost);
             let gpu = Arc::new(gpu);
             let oom = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
             let upload = UploadOptions {
@@ -298,7 +297,7 @@ impl Engine {
                 ));
             }
             let mut session = session?;
-            events.check()?;
+            gpu.faults.check()?;
             // Compile every pipeline now (decode and prefill variants) by running a two-token
             // prompt, so the first real request does not pay for it; then start clean.
             report("compile", 0.0, 1.0);
@@ -308,7 +307,7 @@ impl Engine {
                 .await?;
             session.reset();
             gpu.check_pipelines().await?;
-            events.check()?;
+            gpu.faults.check()?;
             report("compile", 1.0, 1.0);
             let compile_s = t_compile.elapsed().as_secs_f64();
             let load_s = t0.elapsed().as_secs_f64();
@@ -355,7 +354,6 @@ impl Engine {
                 tok,
                 session,
                 conversation,
-                events,
             });
             Ok(stats_json(&st))
         })
@@ -418,7 +416,7 @@ impl Engine {
         promise_bytes(async move {
             let _busy = Busy::take(&st)?;
             let l = Lent::take(&st)?;
-            l.events.check()?;
+            l.session.model().gpu.faults.check()?;
             Ok(l.session.save_async().await?)
         })
     }
@@ -434,7 +432,7 @@ impl Engine {
             let _busy = Busy::take(&st)?;
             let mut l = Lent::take(&st)?;
             let session = Session::restore(l.session.shared_model(), &bytes.to_vec(), &name)?;
-            l.events.check()?;
+            l.session.model().gpu.faults.check()?;
             l.session = session;
             l.conversation.reset();
             let pos = l.session.position();
@@ -551,7 +549,7 @@ async fn run(
     opts: &GenOptions,
     on_token: &Function,
 ) -> WebResult<Value> {
-    l.events.check()?;
+    l.session.model().gpu.faults.check()?;
     l.session.set_sampler(opts.sampler())?;
     st.stop.set(false);
     let max = opts.max_tokens.unwrap_or(256);
@@ -578,7 +576,7 @@ async fn run(
         let _ = on_token.call2(&JsValue::NULL, &JsValue::NULL, &tail.clone().into());
         text.push_str(&tail);
     }
-    l.events.check()?;
+    l.session.model().gpu.faults.check()?;
     if let Some(e) = failed {
         web_sys::console::error_2(&"on_token threw".into(), &e);
     }

@@ -1,8 +1,6 @@
-//! Failures as JavaScript `Error`s with a `kind` the page maps to a friendly message, and the
-//! device's asynchronous events (uncaptured errors, device loss) collected for the engine.
-
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+//! Failures as JavaScript `Error`s with a `kind` the page maps to a friendly message. The
+//! device's own events (uncaptured errors, loss) are collected by the library (`Gpu::faults`)
+//! and arrive here as `lfm::Error`s.
 
 use wasm_bindgen::JsValue;
 
@@ -109,51 +107,3 @@ impl From<WebError> for JsValue {
 }
 
 pub type WebResult<T> = Result<T, WebError>;
-
-/// What the device reported outside any error scope, and whether it was lost. Shared with
-/// wgpu's callbacks (which must be `Send`).
-#[derive(Clone, Default)]
-pub struct DeviceEvents {
-    lost: Arc<AtomicBool>,
-    errors: Arc<Mutex<Vec<WebError>>>,
-}
-
-impl DeviceEvents {
-    /// Routes `device`'s uncaptured errors and loss here (instead of wgpu's default panic,
-    /// which would abort the wasm module).
-    pub fn attach(&self, device: &wgpu::Device) {
-        let errors = self.errors.clone();
-        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-            let kind = match e {
-                wgpu::Error::OutOfMemory { .. } => Kind::OutOfMemory,
-                _ => Kind::Internal,
-            };
-            if let Ok(mut v) = errors.lock() {
-                v.push(WebError::new(kind, format!("WebGPU: {e}")));
-            }
-        }));
-        let lost = self.lost.clone();
-        device.set_device_lost_callback(move |reason, msg| {
-            // Dropping the device (unload, or loading another model) destroys it: not a loss.
-            if reason == wgpu::DeviceLostReason::Destroyed {
-                return;
-            }
-            lost.store(true, Ordering::Release);
-            crate::engine::notify_device_lost(&format!("{reason:?}: {msg}"));
-        });
-    }
-
-    /// The first error reported since the last check (device loss first).
-    pub fn check(&self) -> WebResult<()> {
-        if self.lost.load(Ordering::Acquire) {
-            return Err(WebError::new(
-                Kind::DeviceLost,
-                "the GPU device was lost; load the model again",
-            ));
-        }
-        match self.errors.lock().ok().and_then(|mut v| v.drain(..).next()) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-}
